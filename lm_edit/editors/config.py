@@ -1,0 +1,153 @@
+"""Editor configuration: ``editors/<name>.yaml`` defaults, then the first matching model
+family, then a user YAML (``editor_config=``), then keyword overrides (``layers=``...).
+
+An editor YAML looks like::
+
+    implementation: locate          # which Python class runs it
+    description: ...
+    defaults: {solver: equality, ...}
+    families:                        # first match wins; matched on the model's config
+      - name: GPT-2 XL
+        match: {model_type: gpt2, num_layers: 48}
+        set: {layers: [17]}
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lm_edit.paths import editors_dir
+
+
+class UnknownEditorError(KeyError):
+    """The editor name has no YAML in the editors folder."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def known_editors() -> list[str]:
+    """Names of all shipped editors (one YAML each)."""
+    return sorted(p.stem for p in editors_dir().glob("*.yaml"))
+
+
+def load_editor_yaml(name: str) -> dict[str, Any]:
+    """The parsed YAML of editor ``name`` (``yaml.safe_load``)."""
+    path = editors_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise UnknownEditorError(
+            f"Unknown editor {name!r}. Known editors: {', '.join(known_editors())}."
+        )
+    with path.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def model_facts(model) -> dict[str, Any]:
+    """The facts a family ``match`` can test: model_type, num_layers, hidden_size."""
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+    return {"model_type": config.model_type, "num_layers": layers, "hidden_size": hidden}
+
+
+def family_settings(spec: dict[str, Any], facts: dict[str, Any]) -> tuple[str | None, dict]:
+    """Name and settings of the first family whose ``match`` agrees with ``facts``."""
+    for family in spec.get("families") or []:
+        if all(facts.get(k) == v for k, v in family.get("match", {}).items()):
+            return family.get("name"), dict(family.get("set") or {})
+    return None, {}
+
+
+def build_config(config_cls: type, values: dict[str, Any], editor: str) -> Any:
+    """Instantiate ``config_cls`` from ``values``, coercing strings from the command line.
+
+    Unknown keys raise a ``ValueError`` that lists the valid ones.
+    """
+    known = {f.name: f for f in fields(config_cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(
+            f"Unknown hyperparameter(s) {', '.join(unknown)} for editor {editor!r}. "
+            f"Valid: {', '.join(sorted(known))}."
+        )
+    hints = typing.get_type_hints(config_cls)
+    coerced = {k: coerce(v, hints[k], k) for k, v in values.items()}
+    return config_cls(**coerced)
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert ``value`` (often a string from ``--model_args``) to the type ``hint``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        last_error: Exception | None = None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, name)
+            except (TypeError, ValueError) as exc:
+                last_error = exc
+        raise ValueError(f"{name}={value!r}: {last_error}")
+    if isinstance(value, str) and hint is not str:
+        value = _parse_literal(value)
+    if origin in (list, tuple):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        inner = args[0] if args else Any
+        converted = [coerce(v, inner, name) for v in items]
+        return tuple(converted) if origin is tuple else converted
+    if typing.get_origin(hint) is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{name} must be one of {args}, got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return hint(value)
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _parse_literal(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for separator in (";", "|"):
+        if separator in text:
+            return [_parse_literal(part) for part in text.split(separator)]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def read_user_config(path: str | Path) -> dict[str, Any]:
+    """Hyperparameters from a user YAML (a flat mapping, or one with a ``set`` key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"editor_config={str(path)!r} does not exist.")
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"editor_config {path} must be a mapping of hyperparameters.")
+    return dict(data.get("set", data))
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    """The resolved configuration as plain data (for manifests and results)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,1 @@
+"""Locate-then-edit editors: keys, target values, closed-form solvers and layer distribution."""

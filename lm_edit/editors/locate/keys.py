@@ -1,0 +1,54 @@
+"""Keys: the input of a layer's MLP output projection at the subject's last token."""
+
+from __future__ import annotations
+
+import torch
+
+from lm_edit.anatomy import ModelAnatomy
+from lm_edit.hooks import capture_inputs, run_until_stop
+from lm_edit.requests import EditRequest
+from lm_edit.tokens import pad_batch, subject_last_token
+
+
+def keys_at_subject(
+    model,
+    tokenizer,
+    anatomy: ModelAnatomy,
+    layer: int,
+    texts_and_subjects: list[tuple[str, str]],
+) -> torch.Tensor:
+    """Keys (in x n) for each ``(text, subject)``: the MLP-out input at the subject's last
+    token of ``text``. One batched forward pass, stopped after ``layer``."""
+    located = [subject_last_token(tokenizer, text, subj) for text, subj in texts_and_subjects]
+    batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
+    name = anatomy.mlp_out_name(layer)
+    with torch.no_grad(), capture_inputs({name: model.get_submodule(name)}, stop_after=name) as got:
+        run_until_stop(lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
+    rows = torch.arange(len(located), device=batch.input_ids.device)
+    index = torch.tensor([i for _, i in located], device=batch.input_ids.device)
+    return got[name][rows, index].T.float()
+
+
+def request_keys(
+    model,
+    tokenizer,
+    anatomy: ModelAnatomy,
+    layer: int,
+    requests: list[EditRequest],
+    templates: list[str],
+) -> torch.Tensor:
+    """Key of each request averaged over the context templates (in x n)."""
+    pairs = [
+        (template.format(request.prompt), request.subject)
+        for request in requests
+        for template in templates
+    ]
+    keys = keys_at_subject(model, tokenizer, anatomy, layer, pairs)
+    return keys.reshape(keys.shape[0], len(requests), len(templates)).mean(dim=2)
+
+
+def plain_keys(
+    model, tokenizer, anatomy: ModelAnatomy, layer: int, requests: list[EditRequest]
+) -> torch.Tensor:
+    """Key of each request on its bare prompt, without a context prefix (in x n)."""
+    return request_keys(model, tokenizer, anatomy, layer, requests, ["{}"])

@@ -1,0 +1,63 @@
+"""The one way lm-edit reads or patches activations: context managers whose hooks are
+always removed, even when the body raises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class StopForward(Exception):
+    """Raised from a hook to end a forward pass early (nothing deeper is needed)."""
+
+
+@contextmanager
+def capture_inputs(modules: dict[str, nn.Module], stop_after: str | None = None) -> Iterator[dict]:
+    """Record the first positional input of each module into the yielded dict (by name).
+
+    With ``stop_after``, the forward pass is ended by :class:`StopForward` once that module
+    has been reached; wrap the forward call in ``run_until_stop``.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            captured[name] = args[0]
+            if name == stop_after:
+                raise StopForward
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_pre_hook(make_hook(name)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Replace the module's output ``y`` by ``fn(y)`` while the context is open."""
+
+    def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return fn(output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def run_until_stop(forward: Callable[[], object]) -> None:
+    """Call ``forward`` and swallow the :class:`StopForward` a capture hook may raise."""
+    try:
+        forward()
+    except StopForward:
+        pass

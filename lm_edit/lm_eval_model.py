@@ -1,0 +1,117 @@
+"""``edited-hf``: lm-eval's HFLM, with a stream of edits applied before any request.
+
+    lm_eval --model edited-hf \\
+      --model_args pretrained=smollm2-135m,editor=rome,n_edits=10,edit_data=demo \\
+      --tasks counterfact_edit
+
+The model is loaded exactly as ``--model hf`` loads it (every HFLM argument works); the
+arguments below are removed before HFLM sees them. Any other argument that names a
+hyperparameter of the chosen editor (``layers=[5]``, ``v_lr=0.1``...) overrides it, and
+``layers_module=`` / ``mlp_out_module=``... override the model anatomy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from lm_edit.anatomy import split_anatomy_overrides
+from lm_edit.datasets import load_edit_requests, select_requests
+from lm_edit.editors import hyperparameter_names
+from lm_edit.editors.config import as_dict
+from lm_edit.offline_model import resolve_pretrained
+from lm_edit.requests import EditRequest
+from lm_edit.session import EditSession, open_session
+from lm_edit.stream import EditStream
+
+logger = logging.getLogger(__name__)
+
+EDIT_ARGS = {
+    "editor": "rome",
+    "n_edits": 10,
+    "edit_data": "demo",
+    "edit_split": None,
+    "edit_batch_size": 1,
+    "edit_seed": 0,
+    "editor_config": None,
+}
+LOCALITY_MAX_TOKENS = 16
+
+
+def split_model_args(kwargs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
+    """Split keyword arguments into (edit args, editor hyperparameters, anatomy overrides,
+    HFLM arguments). Fails fast on an unknown editor."""
+    edit_args = {k: kwargs.pop(k, default) for k, default in EDIT_ARGS.items()}
+    anatomy, rest = split_anatomy_overrides(kwargs)
+    names = hyperparameter_names(str(edit_args["editor"]))
+    hyper = {k: v for k, v in rest.items() if k in names}
+    hflm = {k: v for k, v in rest.items() if k not in names}
+    return edit_args, hyper, anatomy, hflm
+
+
+@register_model("edited-hf")
+class EditedLM(HFLM):
+    """HFLM that edits its model once, after loading and before evaluation."""
+
+    def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+        edit_args, hyper, anatomy, hflm_args = split_model_args(dict(kwargs))
+        requests = self._select(edit_args)
+        super().__init__(pretrained=resolve_pretrained(pretrained), **hflm_args)
+        stream = EditStream.create(
+            self.model,
+            self.tokenizer,
+            str(edit_args["editor"]),
+            seed=int(edit_args["edit_seed"]),
+            editor_config=edit_args["editor_config"],
+            anatomy_overrides=anatomy,
+            **hyper,
+        )
+        unedited = self.greedy_locality_answers(requests)
+        stream.apply(requests, batch_size=int(edit_args["edit_batch_size"]))
+        self.edit_stream = stream
+        self.edit_session = EditSession(
+            requests=requests,
+            editor=stream.spec.name,
+            edit_data=str(edit_args["edit_data"]),
+            config={**as_dict(stream.spec.config), **edit_args, "family": stream.spec.family},
+            unedited_answers=unedited,
+            records=[r.summary() for r in stream.records],
+        )
+        open_session(self.edit_session)
+        logger.info("Edit manifest: %s", json.dumps(self.edit_session.manifest(), default=str))
+
+    @staticmethod
+    def _select(edit_args: dict[str, Any]) -> list[EditRequest]:
+        """Load and choose the requests first, so bad edit arguments fail before loading."""
+        n_edits = edit_args["n_edits"]
+        requests = load_edit_requests(str(edit_args["edit_data"]), split=edit_args["edit_split"])
+        return select_requests(
+            requests,
+            None if n_edits in (None, "all") else int(n_edits),
+            int(edit_args["edit_seed"]),
+        )
+
+    def greedy_locality_answers(self, requests: list[EditRequest]) -> dict[tuple[str, int], str]:
+        """The current model's greedy continuation of every locality prompt, as long (in
+        tokens) as the probe's gold answer, through HFLM's own generation."""
+        keys, instances = [], []
+        for request in requests:
+            for index, probe in enumerate(request.locality):
+                length = len(self.tok_encode(" " + probe.answer, add_special_tokens=False))
+                gen = {
+                    "until": ["\n"],
+                    "max_gen_toks": max(1, min(length, LOCALITY_MAX_TOKENS)),
+                    "do_sample": False,
+                }
+                keys.append((request.case_id, index))
+                instances.append(
+                    Instance("generate_until", {}, (probe.prompt, gen), len(instances))
+                )
+        if not instances:
+            return {}
+        return dict(zip(keys, self.generate_until(instances, disable_tqdm=True), strict=True))
