@@ -38,8 +38,8 @@ def merge_records(records: list[EditRecord]) -> EditRecord:
         merged.seconds += record.seconds
         for name, original in record.originals.items():
             merged.originals.setdefault(name, original)
-        merged.peak_memory_bytes = max(
-            merged.peak_memory_bytes or 0, record.peak_memory_bytes or 0
-        ) or None
+        merged.peak_memory_bytes = (
+            max(merged.peak_memory_bytes or 0, record.peak_memory_bytes or 0) or None
+        )
     merged.details["steps"] = [r.summary() for r in records]
     return merged

@@ -4,7 +4,7 @@ always removed, even when the body raises."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
 from torch import nn
@@ -42,6 +42,27 @@ def capture_inputs(modules: dict[str, nn.Module], stop_after: str | None = None)
 
 
 @contextmanager
+def capture_outputs(modules: dict[str, nn.Module]) -> Iterator[dict]:
+    """Record each module's output (the first element when it returns a tuple)."""
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            captured[name] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
 def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Replace the module's output ``y`` by ``fn(y)`` while the context is open."""
 
@@ -57,7 +78,5 @@ def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -
 
 def run_until_stop(forward: Callable[[], object]) -> None:
     """Call ``forward`` and swallow the :class:`StopForward` a capture hook may raise."""
-    try:
+    with suppress(StopForward):
         forward()
-    except StopForward:
-        pass

@@ -62,7 +62,9 @@ def converted_model_dir() -> Path:
     try:
         import gguf  # noqa: F401
     except ImportError as exc:
-        raise ModuleNotFoundError(f"Converting the GGUF needs the 'gguf' package. {INSTALL_HINT}") from exc
+        raise ModuleNotFoundError(
+            f"Converting the GGUF needs the 'gguf' package. {INSTALL_HINT}"
+        ) from exc
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

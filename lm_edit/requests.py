@@ -63,9 +63,11 @@ class EditRequest:
         """The prompt with the last occurrence of the subject replaced by ``{}``."""
         cut = self.prompt.rfind(self.subject)
         head, tail = self.prompt[:cut], self.prompt[cut + len(self.subject) :]
-        return head.replace("{", "{{").replace("}", "}}") + "{}" + tail.replace(
-            "{", "{{"
-        ).replace("}", "}}")
+        return (
+            head.replace("{", "{{").replace("}", "}}")
+            + "{}"
+            + tail.replace("{", "{{").replace("}", "}}")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view (tuples become lists)."""

@@ -55,7 +55,9 @@ class StatsSpec:
 
 def model_fingerprint(model) -> str:
     """A short hash of the model's config and of a sample of every parameter tensor."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(
+        json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode()
+    )
     for name, param in model.state_dict().items():
         flat = param.detach().reshape(-1)
         sample = torch.cat([flat[:256], flat[-256:]]).float().cpu().numpy().tobytes()
@@ -113,7 +115,9 @@ def second_moments(
     if missing:
         logger.info(
             "Collecting key statistics for layers %s from source '%s' (%d passages)",
-            missing, source, n,
+            missing,
+            source,
+            n,
         )
         texts = load_texts(model, tokenizer, source, spec)
         for layer, cov in collect(model, tokenizer, anatomy, missing, texts, spec).items():

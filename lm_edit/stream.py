@@ -10,7 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lm_edit.anatomy import ModelAnatomy, resolve_anatomy
-from lm_edit.editors import EditRecord, EditorSpec, create_editor, resolve_editor
+from lm_edit.editors import EditorSpec, EditRecord, create_editor, resolve_editor
 from lm_edit.requests import EditRequest
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ class EditStream:
         spec = resolve_editor(editor, model, hyperparameters, editor_config)
         anatomy = resolve_anatomy(model, anatomy_overrides)
         logger.info(
-            "Editor %s (%s defaults) on %s", editor, spec.family or "generic rule",
+            "Editor %s (%s defaults) on %s",
+            editor,
+            spec.family or "generic rule",
             model.config.model_type,
         )
         return cls(model, tokenizer, spec, anatomy, seed)
@@ -69,7 +71,9 @@ class EditStream:
             raise ValueError("No edit requests to apply.")
         batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
         new_records = []
-        for batch in tqdm(batches, desc=f"editing ({self.spec.name})", unit="batch", disable=not progress):
+        for batch in tqdm(
+            batches, desc=f"editing ({self.spec.name})", unit="batch", disable=not progress
+        ):
             record = self.editor.apply(self.model, self.tokenizer, batch)
             self.records.append(record)
             new_records.append(record)

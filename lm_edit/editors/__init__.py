@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lm_edit.anatomy import ModelAnatomy
-from lm_edit.editors.base import EditRecord, Editor
+from lm_edit.editors.base import Editor, EditRecord
 from lm_edit.editors.config import (
     UnknownEditorError,
     build_config,

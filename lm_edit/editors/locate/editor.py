@@ -14,9 +14,9 @@ from typing import Literal
 
 import torch
 
-from lm_edit.anatomy import ModelAnatomy, weight_as_out_in
+from lm_edit.anatomy import ModelAnatomy
 from lm_edit.editors.base import EditRecord, recording, snapshot_parameter
-from lm_edit.editors.locate.keys import plain_keys, request_keys
+from lm_edit.editors.locate.keys import block_outputs, plain_keys, request_keys
 from lm_edit.editors.locate.solvers import (
     equality_update,
     least_squares_update,
@@ -54,7 +54,9 @@ class LocateConfig(ValueConfig):
 
 def resolve_layers(config: LocateConfig, num_layers: int) -> list[int]:
     """The layers to edit, validated against the model's depth."""
-    layers = list(config.layers) or [max(0, min(num_layers - 1, round(config.layer_fraction * num_layers)))]
+    layers = list(config.layers) or [
+        max(0, min(num_layers - 1, round(config.layer_fraction * num_layers)))
+    ]
     bad = [layer for layer in layers if not 0 <= layer < num_layers]
     if bad:
         raise ValueError(
@@ -97,17 +99,26 @@ class LocateEditor:
         """Write ``requests`` into the model (one solve per edited layer)."""
         self.prepare(model, tokenizer)
         layers = resolve_layers(self.config, self.anatomy.num_layers(model))
-        templates = self._templates or ["{}"]
         with recording(model, self.name, requests) as record:
             values = [
-                optimise_value(model, tokenizer, self.anatomy, layers[-1], r, templates, self.config)
+                optimise_value(
+                    model, tokenizer, self.anatomy, layers[-1], r, self._templates, self.config
+                )
                 for r in requests
             ]
             record.details["value_nll"] = [round(v.final_nll, 4) for v in values]
-            targets = torch.stack([v.target for v in values], dim=1)
+            shift = torch.stack([v.target - v.initial for v in values], dim=1).double()
+            goal = self._hidden(model, tokenizer, requests, layers[-1]) + shift.to(
+                next(model.parameters()).device
+            )
             for position, layer in enumerate(layers):
-                self._edit_layer(model, tokenizer, requests, layer, layers, position, targets, record)
+                remaining = len(layers) - position
+                residual = (goal - self._hidden(model, tokenizer, requests, layers[-1])) / remaining
+                self._edit_layer(model, tokenizer, requests, layer, residual, record)
         return record
+
+    def _hidden(self, model, tokenizer, requests, layer: int) -> torch.Tensor:
+        return block_outputs(model, tokenizer, self.anatomy, layer, requests)
 
     def _edit_layer(
         self,
@@ -115,68 +126,38 @@ class LocateEditor:
         tokenizer,
         requests: list[EditRequest],
         layer: int,
-        layers: list[int],
-        position: int,
-        targets: torch.Tensor,
+        residual: torch.Tensor,
         record: EditRecord,
     ) -> None:
-        """Solve and apply this layer's share of the residual."""
+        """Solve for this layer's update that adds ``residual`` on the requests' keys."""
         name = self.anatomy.mlp_out_name(layer)
-        module = model.get_submodule(name)
         keys = request_keys(model, tokenizer, self.anatomy, layer, requests, self._templates)
-        residual = self._residual(model, tokenizer, requests, layers, targets, keys, layer)
-        residual = residual / (len(layers) - position)
-        update = self._solve(model, tokenizer, requests, layer, keys, residual)
+        cov = self._covariance(layer, keys.shape[0], keys.device)
+        if self.config.solver == "least_squares":
+            update = least_squares_update(residual, keys, cov, lam=self.config.mom2_update_weight)
+        else:
+            constraint = keys
+            if not self.config.consistent_keys:
+                constraint = plain_keys(model, tokenizer, self.anatomy, layer, requests)
+            update = equality_update(
+                residual,
+                constraint,
+                cov,
+                direction_keys=keys,
+                lam=self.config.emmet_lambda,
+                case_ids=[r.case_id for r in requests],
+            )
         param = snapshot_parameter(model, f"{name}.weight", record)
         with torch.no_grad():
             delta = update.T if self.anatomy.transposed else update
             param.add_(delta.to(param.dtype).to(param.device))
-        record.details.setdefault("update_norm", {})[layer] = round(float(update.detach().norm()), 6)
-
-    def _residual(self, model, tokenizer, requests, layers, targets, keys, layer) -> torch.Tensor:
-        """``v* - current output`` at the last edited layer, for the keys the solver uses."""
-        last = layers[-1]
-        if len(layers) == 1:
-            constraint = keys if self.config.consistent_keys else self._plain(model, tokenizer, requests, layer)
-            return targets.double() - _module_output(model, self.anatomy, last, constraint)
-        current = request_keys(model, tokenizer, self.anatomy, last, requests, self._templates)
-        return targets.double() - _module_output(model, self.anatomy, last, current)
-
-    def _plain(self, model, tokenizer, requests, layer) -> torch.Tensor:
-        return plain_keys(model, tokenizer, self.anatomy, layer, requests)
-
-    def _solve(self, model, tokenizer, requests, layer, keys, residual) -> torch.Tensor:
-        cov = self._covariance(layer, keys.shape[0], keys.device)
-        if self.config.solver == "least_squares":
-            return least_squares_update(residual, keys, cov, lam=self.config.mom2_update_weight)
-        constraint = keys
-        if not self.config.consistent_keys and len(requests) >= 1:
-            constraint = self._plain(model, tokenizer, requests, layer)
-        return equality_update(
-            residual,
-            constraint,
-            cov,
-            direction_keys=keys,
-            lam=self.config.emmet_lambda,
-            case_ids=[r.case_id for r in requests],
-        )
+        record.details.setdefault("update_norm", {})[layer] = round(float(update.norm()), 6)
 
     def _covariance(self, layer: int, width: int, device) -> torch.Tensor:
         if not self.config.use_covariance and self.config.solver == "equality":
             return torch.eye(width, dtype=torch.float64, device=device)
         cov = self._covariances[layer].to(device)
         return regularised(cov, self.config.stats_ridge)
-
-
-def _module_output(model, anatomy: ModelAnatomy, layer: int, keys: torch.Tensor) -> torch.Tensor:
-    """``W K + b`` of the layer's MLP output projection, in float64 (out x n)."""
-    module = model.get_submodule(anatomy.mlp_out_name(layer))
-    weight = weight_as_out_in(module, anatomy.transposed).double()
-    out = weight @ keys.double().to(weight.device)
-    bias = getattr(module, "bias", None)
-    if bias is not None:
-        out = out + bias.double()[:, None]
-    return out
 
 
 def config_fields() -> set[str]:

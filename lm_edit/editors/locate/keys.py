@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lm_edit.anatomy import ModelAnatomy
-from lm_edit.hooks import capture_inputs, run_until_stop
+from lm_edit.hooks import capture_inputs, capture_outputs, run_until_stop
 from lm_edit.requests import EditRequest
 from lm_edit.tokens import pad_batch, subject_last_token
 
@@ -23,7 +23,9 @@ def keys_at_subject(
     batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
     name = anatomy.mlp_out_name(layer)
     with torch.no_grad(), capture_inputs({name: model.get_submodule(name)}, stop_after=name) as got:
-        run_until_stop(lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
+        run_until_stop(
+            lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        )
     rows = torch.arange(len(located), device=batch.input_ids.device)
     index = torch.tensor([i for _, i in located], device=batch.input_ids.device)
     return got[name][rows, index].T.float()
@@ -52,3 +54,19 @@ def plain_keys(
 ) -> torch.Tensor:
     """Key of each request on its bare prompt, without a context prefix (in x n)."""
     return request_keys(model, tokenizer, anatomy, layer, requests, ["{}"])
+
+
+def block_outputs(
+    model, tokenizer, anatomy: ModelAnatomy, layer: int, requests: list[EditRequest]
+) -> torch.Tensor:
+    """Hidden state leaving block ``layer`` at each request's subject (bare prompt), out x n:
+    the residual stream that an MLP-output change at that block moves one for one."""
+    located = [subject_last_token(tokenizer, r.prompt, r.subject) for r in requests]
+    batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
+    name = anatomy.layer_name(layer)
+    with torch.no_grad(), capture_outputs({name: model.get_submodule(name)}) as got:
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    hidden = got[name]
+    rows = torch.arange(len(located), device=hidden.device)
+    index = torch.tensor([i for _, i in located], device=hidden.device)
+    return hidden[rows, index].T.double()

