@@ -15,6 +15,22 @@ class StopForward(Exception):
 
 
 @contextmanager
+def _registered(hooks: list[tuple[nn.Module, str, Callable]]) -> Iterator[None]:
+    """Register ``(module, kind, hook)`` triples (kind ``pre`` or ``post``); always remove."""
+    handles = []
+    try:
+        for module, kind, hook in hooks:
+            register = (
+                module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
+            )
+            handles.append(register(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
 def capture_inputs(modules: dict[str, nn.Module], stop_after: str | None = None) -> Iterator[dict]:
     """Record the first positional input of each module into the yielded dict (by name).
 
@@ -22,7 +38,6 @@ def capture_inputs(modules: dict[str, nn.Module], stop_after: str | None = None)
     has been reached; wrap the forward call in ``run_until_stop``.
     """
     captured: dict[str, torch.Tensor] = {}
-    handles = []
 
     def make_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple) -> None:
@@ -32,20 +47,14 @@ def capture_inputs(modules: dict[str, nn.Module], stop_after: str | None = None)
 
         return hook
 
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_pre_hook(make_hook(name)))
+    with _registered([(m, "pre", make_hook(n)) for n, m in modules.items()]):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
 def capture_outputs(modules: dict[str, nn.Module]) -> Iterator[dict]:
     """Record each module's output (the first element when it returns a tuple)."""
     captured: dict[str, torch.Tensor] = {}
-    handles = []
 
     def make_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: object) -> None:
@@ -53,13 +62,8 @@ def capture_outputs(modules: dict[str, nn.Module]) -> Iterator[dict]:
 
         return hook
 
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+    with _registered([(m, "post", make_hook(n)) for n, m in modules.items()]):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
@@ -69,11 +73,8 @@ def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -
     def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         return fn(output)
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with _registered([(module, "post", hook)]):
         yield
-    finally:
-        handle.remove()
 
 
 def run_until_stop(forward: Callable[[], object]) -> None:

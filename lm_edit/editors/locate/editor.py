@@ -76,6 +76,11 @@ class LocateEditor:
         self._templates: list[str] | None = None
         self._covariances: dict[int, torch.Tensor] | None = None
 
+    @property
+    def covariances(self) -> dict[int, torch.Tensor]:
+        """Key statistics per layer (empty until :meth:`prepare` ran or when unused)."""
+        return dict(self._covariances or {})
+
     def prepare(self, model, tokenizer) -> None:
         """Generate context templates and load key statistics (once per stream)."""
         layers = resolve_layers(self.config, self.anatomy.num_layers(model))

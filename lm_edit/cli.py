@@ -1,0 +1,103 @@
+"""``lm-edit``: the project's own commands (evaluation itself runs through ``lm_eval``).
+
+lm-edit editors                       list editors and their descriptions
+lm-edit data demo --n 5               load an edit data set: detected format, cases
+lm-edit stats smollm2-135m --editor rome
+                                      precompute key statistics into the cache
+lm-edit model smollm2-135m            print the local folder of the demo model
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _editors(_: argparse.Namespace) -> int:
+    from lm_edit.editors import known_editors
+    from lm_edit.editors.config import load_editor_yaml
+
+    for name in known_editors():
+        print(f"{name:12s} {load_editor_yaml(name).get('description', '')}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from lm_edit.datasets import load_edit_requests, select_requests
+
+    requests = load_edit_requests(args.spec, split=args.split)
+    print(f"{len(requests)} cases")
+    for request in select_requests(requests, min(args.n, len(requests)), args.seed):
+        true = f" (was {request.target_true!r})" if request.target_true else ""
+        print(
+            f"- {request.case_id}: {request.prompt!r} -> {request.target_new!r}{true}; "
+            f"{len(request.rephrases)} rephrases, {len(request.locality)} locality, "
+            f"{len(request.portability)} portability probes"
+        )
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_edit.offline_model import resolve_pretrained
+    from lm_edit.stream import EditStream
+
+    path = resolve_pretrained(args.pretrained)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    stream = EditStream.create(model, tokenizer, args.editor, **overrides)
+    if not hasattr(stream.editor, "prepare"):
+        raise ValueError(f"Editor {args.editor!r} uses no key statistics.")
+    stream.editor.prepare(model, tokenizer)
+    print("statistics cached for layers", sorted(stream.editor.covariances))
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from lm_edit.offline_model import resolve_pretrained
+
+    print(resolve_pretrained(args.pretrained))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lm-edit`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="lm-edit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("editors", help="list editors").set_defaults(run=_editors)
+    data = sub.add_parser("data", help="load an edit data set and show some cases")
+    data.add_argument("spec", help="built-in name, Hub id or local file")
+    data.add_argument("--split")
+    data.add_argument("--n", type=int, default=5)
+    data.add_argument("--seed", type=int, default=0)
+    data.set_defaults(run=_data)
+    stats = sub.add_parser("stats", help="precompute an editor's key statistics")
+    stats.add_argument("pretrained")
+    stats.add_argument("--editor", default="rome")
+    stats.add_argument("--set", nargs="*", default=[], help="hyperparameter overrides k=v")
+    stats.set_defaults(run=_stats)
+    model = sub.add_parser("model", help="resolve a model name (the demo model is converted)")
+    model.add_argument("pretrained")
+    model.set_defaults(run=_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``lm-edit`` command; errors are printed without a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError) as exc:
+        print(f"lm-edit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
