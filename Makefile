@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/lm_eval --model edited-hf --model_args $(DEMO_ARGS) \
-	  --tasks counterfact_edit,zsre_edit --output_path results/
+	  --tasks counterfact_edit,zsre_edit --device cpu --output_path results/
 
 test: setup
 	$(PY) -m pytest

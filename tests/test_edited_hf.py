@@ -68,8 +68,12 @@ def test_ten_sequential_rome_edits_on_counterfact(task_manager):
 
 @pytest.mark.slow
 def test_stock_lm_eval_cli_runs_the_demo(tmp_path):
+    from lm_edit.offline_model import cache_root, converted_model_dir
+
+    converted_model_dir()
+    stats_were_cached = any((cache_root() / "stats").glob("*/layer5-model-*.pt"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    args = "pretrained=smollm2-135m,editor=rome,n_edits=2,edit_data=demo,device=cpu"
+    args = "pretrained=smollm2-135m,editor=rome,n_edits=2,edit_data=demo"
     command = [
         str(LM_EVAL),
         "--model",
@@ -78,6 +82,8 @@ def test_stock_lm_eval_cli_runs_the_demo(tmp_path):
         args,
         "--tasks",
         "counterfact_edit,zsre_edit",
+        "--device",
+        "cpu",
         "--output_path",
         str(tmp_path),
     ]
@@ -85,6 +91,8 @@ def test_stock_lm_eval_cli_runs_the_demo(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "es_prob" in done.stdout and "locality_tf_em_unedited" in done.stdout
     assert "Converting" not in done.stderr
+    if stats_were_cached:
+        assert "Collecting key statistics" not in done.stderr
     results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
     assert set(results["results"]) == {"counterfact_edit", "zsre_edit"}
     assert results["config"]["model_args"]["editor"] == "rome"
