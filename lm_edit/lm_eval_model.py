@@ -54,11 +54,24 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
     return edit_args, hyper, anatomy, hflm
 
 
+def share_lm_eval_logging() -> None:
+    """Send lm-edit's log lines through lm-eval's handlers, at lm-eval's level, so the
+    statistics source and the edit manifest appear in the CLI's output."""
+    ours, theirs = logging.getLogger("lm_edit"), logging.getLogger("lm_eval")
+    if ours.handlers or not theirs.handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(theirs.getEffectiveLevel())
+    ours.propagate = False
+
+
 @register_model("edited-hf")
 class EditedLM(HFLM):
     """HFLM that edits its model once, after loading and before evaluation."""
 
     def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+        share_lm_eval_logging()
         edit_args, hyper, anatomy, hflm_args = split_model_args(dict(kwargs))
         requests = self._select(edit_args)
         super().__init__(pretrained=resolve_pretrained(pretrained), **hflm_args)
