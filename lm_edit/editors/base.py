@@ -4,7 +4,7 @@ requests to a model and returns an :class:`EditRecord` that can undo them exactl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -93,6 +93,3 @@ def snapshot_parameter(model, name: str, record: EditRecord) -> torch.nn.Paramet
     if name not in record.originals:
         record.originals[name] = param.detach().to("cpu", copy=True)
     return param
-
-
-EditorFactory = Callable[..., Editor]

@@ -9,12 +9,12 @@ solver against that layer's key statistics ``C``, and add it to the MLP output w
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from lm_edit.anatomy import ModelAnatomy
+from lm_edit.anatomy import ModelAnatomy, add_weight_delta
 from lm_edit.editors.base import EditRecord, recording, snapshot_parameter
 from lm_edit.editors.locate.keys import block_outputs, plain_keys, request_keys
 from lm_edit.editors.locate.solvers import (
@@ -152,10 +152,8 @@ class LocateEditor:
                 lam=self.config.emmet_lambda,
                 case_ids=[r.case_id for r in requests],
             )
-        param = snapshot_parameter(model, f"{name}.weight", record)
-        with torch.no_grad():
-            delta = update.T if self.anatomy.transposed else update
-            param.add_(delta.to(param.dtype).to(param.device))
+        snapshot_parameter(model, f"{name}.weight", record)
+        add_weight_delta(model.get_submodule(name), update, self.anatomy.transposed)
         record.details.setdefault("update_norm", {})[layer] = round(float(update.norm()), 6)
 
     def _covariance(self, layer: int, width: int, device) -> torch.Tensor:
@@ -163,8 +161,3 @@ class LocateEditor:
             return torch.eye(width, dtype=torch.float64, device=device)
         cov = self._covariances[layer].to(device)
         return regularised(cov, self.config.stats_ridge)
-
-
-def config_fields() -> set[str]:
-    """Names of all locate-editor hyperparameters."""
-    return {f.name for f in fields(LocateConfig)}
