@@ -112,14 +112,15 @@ class LocateEditor:
                 for r in requests
             ]
             record.details["value_nll"] = [round(v.final_nll, 4) for v in values]
-            shift = torch.stack([v.target - v.initial for v in values], dim=1).double()
-            goal = self._hidden(model, tokenizer, requests, layers[-1]) + shift.to(
-                next(model.parameters()).device
-            )
+            device = next(model.parameters()).device
+            shift = torch.stack([v.target - v.initial for v in values], dim=1).double().to(device)
+            spread = len(layers) > 1
+            goal = self._hidden(model, tokenizer, requests, layers[-1]) + shift if spread else None
             for position, layer in enumerate(layers):
                 remaining = len(layers) - position
-                residual = (goal - self._hidden(model, tokenizer, requests, layers[-1])) / remaining
-                self._edit_layer(model, tokenizer, requests, layer, residual, record)
+                if position:
+                    shift = goal - self._hidden(model, tokenizer, requests, layers[-1])
+                self._edit_layer(model, tokenizer, requests, layer, shift / remaining, record)
         return record
 
     def _hidden(self, model, tokenizer, requests, layer: int) -> torch.Tensor:
