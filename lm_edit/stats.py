@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lm_edit.anatomy import ModelAnatomy
+from lm_edit.atomic import save_tensors, save_text
 from lm_edit.hooks import capture_inputs, run_until_stop
 from lm_edit.offline_model import cache_root
 from lm_edit.tokens import pad_batch
@@ -86,32 +87,25 @@ def _source_key(source: str) -> str:
     return f"file-{hashlib.sha256(tag.encode()).hexdigest()[:12]}"
 
 
-def _atomic_save(tensor: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(tensor, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def second_moments(
     model, tokenizer, anatomy: ModelAnatomy, layers: list[int], spec: StatsSpec
 ) -> dict[int, torch.Tensor]:
     """``E[k kᵀ]`` (float32, on CPU) of the MLP-out keys of each layer in ``layers``."""
+    files = second_moment_files(model, tokenizer, anatomy, layers, spec)
+    return {layer: torch.load(path, weights_only=True) for layer, path in files.items()}
+
+
+def second_moment_files(
+    model, tokenizer, anatomy: ModelAnatomy, layers: list[int], spec: StatsSpec
+) -> dict[int, Path]:
+    """Cache files holding ``E[k kᵀ]`` for ``layers``; missing ones are collected first, all
+    in one forward pass over the text."""
     fingerprint = model_fingerprint(model)
     source = resolve_source(spec.source)
     key = _source_key(source)
     n = passages(spec, source)
-    found = {}
-    for layer in layers:
-        path = _cache_file(fingerprint, layer, key, spec, n)
-        if path.is_file():
-            found[layer] = torch.load(path, weights_only=True)
-    missing = [layer for layer in layers if layer not in found]
+    files = {layer: _cache_file(fingerprint, layer, key, spec, n) for layer in layers}
+    missing = [layer for layer, path in files.items() if not path.is_file()]
     if missing:
         logger.info(
             "Collecting key statistics for layers %s from source '%s' (%d passages)",
@@ -119,11 +113,21 @@ def second_moments(
             source,
             n,
         )
-        texts = load_texts(model, tokenizer, source, spec)
+        texts = load_texts(model, tokenizer, source, spec, fingerprint)
         for layer, cov in collect(model, tokenizer, anatomy, missing, texts, spec).items():
-            _atomic_save(cov, _cache_file(fingerprint, layer, key, spec, n))
-            found[layer] = cov
-    return {layer: found[layer] for layer in layers}
+            save_tensors(cov, files[layer])
+    return files
+
+
+def derived(stats_file: Path, tag: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A matrix derived from a statistics file (an inverse, a projector), cached beside it
+    as ``<stats file>.<tag>.pt`` and recomputed only when that file is missing."""
+    path = stats_file.with_name(f"{stats_file.stem}.{tag}.pt")
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    value = compute()
+    save_tensors(value, path)
+    return value
 
 
 def collect(
@@ -185,10 +189,15 @@ def _hub_dataset_available() -> bool:
         return False
 
 
-def load_texts(model, tokenizer, source: str, spec: StatsSpec) -> list[str]:
-    """``spec.samples`` passages from ``source`` (see the module docstring)."""
+def load_texts(
+    model, tokenizer, source: str, spec: StatsSpec, fingerprint: str | None = None
+) -> list[str]:
+    """``spec.samples`` passages from ``source`` (see the module docstring). Text sampled
+    from the model is cached beside the statistics when ``fingerprint`` is given."""
     if source == "model":
-        return sample_model_texts(model, tokenizer, spec)
+        if fingerprint is None:
+            return sample_model_texts(model, tokenizer, spec)
+        return _cached_model_texts(model, tokenizer, spec, fingerprint)
     if source == "wikitext":
         from datasets import load_dataset
 
@@ -196,6 +205,16 @@ def load_texts(model, tokenizer, source: str, spec: StatsSpec) -> list[str]:
         texts = (r["text"] for r in rows if len(r["text"].strip()) > 200)
         return [t for _, t in zip(range(spec.samples), texts, strict=False)]
     return _file_texts(Path(source), spec.samples)
+
+
+def _cached_model_texts(model, tokenizer, spec: StatsSpec, fingerprint: str) -> list[str]:
+    name = f"texts-model-n{spec.model_samples}-len{spec.max_length}-seed{spec.seed}.json"
+    path = cache_root() / "stats" / fingerprint / name
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    texts = sample_model_texts(model, tokenizer, spec)
+    save_text(json.dumps(texts), path)
+    return texts
 
 
 def _file_texts(path: Path, samples: int) -> list[str]:

@@ -86,6 +86,9 @@ class EditStream:
         for record in reversed(self.records):
             record.undo(self.model)
         self.records.clear()
+        reset = getattr(self.editor, "reset", None)
+        if reset is not None:
+            reset()
 
     @property
     def edited_case_ids(self) -> list[str]:

@@ -98,8 +98,12 @@ def test_statistics_are_cached_and_reused(tiny_tokenizer, isolated_cache, monkey
     model = make_tiny_model("llama", len(tiny_tokenizer))
     record = lm_edit.edit(model, tiny_tokenizer, REQUESTS[:1], "rome", **FAST)
     record.undo(model)
-    files = list(isolated_cache.glob("stats/*/*.pt"))
-    assert len(files) == 1 and "layer1-model-n8" in files[0].name
+    files = sorted(p.name for p in isolated_cache.glob("stats/*/*.pt"))
+    assert files == [
+        "layer1-model-n8-len24-seed0.inverse-ridge0.0001.pt",
+        "layer1-model-n8-len24-seed0.pt",
+    ]
+    assert len(list(isolated_cache.glob("stats/*/texts-model-n8-*.json"))) == 1
     assert not list(isolated_cache.glob("stats/*/.*"))
 
     import lm_edit.stats as stats

@@ -9,6 +9,8 @@ from lm_edit.editors.locate.solvers import (
     SolverError,
     equality_update,
     least_squares_update,
+    null_space_projector,
+    null_space_update,
     regularised,
 )
 
@@ -117,3 +119,73 @@ def test_nan_is_reported(bad):
 def test_ridge_adds_scaled_identity():
     cov = torch.diag(torch.tensor([2.0, 4.0]))
     torch.testing.assert_close(regularised(cov, 0.5), torch.diag(torch.tensor([3.5, 5.5])).double())
+
+
+def test_ill_conditioned_equality_falls_back_to_least_squares(caplog):
+    residual, keys, cov = _problem(n=3)
+    noise = torch.randn(keys.shape[0], generator=torch.Generator().manual_seed(9)).double()
+    keys[:, 2] = keys[:, 0] + keys[:, 1] + 1e-5 * noise
+    update = equality_update(residual, keys, cov, case_ids=["a", "b", "c"])
+    assert "ill-conditioned" in caplog.text
+    assert torch.isfinite(update).all()
+    torch.testing.assert_close(update @ keys[:, :2], residual[:, :2], rtol=1e-3, atol=1e-3)
+
+
+def test_duplicate_keys_with_emmet_lambda_warn_naming_the_cases(caplog):
+    residual, keys, cov = _problem(n=3)
+    keys[:, 1] = keys[:, 0]
+    equality_update(residual, keys, cov, lam=0.1, case_ids=["x", "y", "z"])
+    assert "'x' and 'y'" in caplog.text
+
+
+def test_precomputed_inverse_gives_the_same_update():
+    residual, keys, cov = _problem(n=3)
+    direct = equality_update(residual, keys, cov)
+    via_inverse = equality_update(residual, keys, cov, cov_inverse=torch.linalg.inv(cov))
+    torch.testing.assert_close(direct, via_inverse, rtol=1e-8, atol=1e-10)
+
+
+def _low_rank_cov(width=10, rank=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64)).Q
+    eigen = torch.cat([torch.linspace(1.0, 3.0, rank), torch.full((width - rank,), 1e-4)])
+    return basis @ torch.diag(eigen.double()) @ basis.T, basis[:, :rank], basis[:, rank:]
+
+
+def test_null_space_projector_is_an_orthogonal_projection_onto_small_eigenvalues():
+    cov, kept, null = _low_rank_cov()
+    projector = null_space_projector(cov, 1e-2)
+    torch.testing.assert_close(projector @ projector, projector, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(projector, projector.T)
+    torch.testing.assert_close(projector, null @ null.T, rtol=1e-8, atol=1e-8)
+    relative = null_space_projector(cov, 1e-2, relative=True)
+    torch.testing.assert_close(relative, projector, rtol=1e-8, atol=1e-8)
+
+
+def test_null_space_projector_refuses_an_empty_null_space():
+    cov, _, _ = _low_rank_cov()
+    with pytest.raises(SolverError, match="null space is empty.*nullspace_threshold"):
+        null_space_projector(cov, 1e-6)
+
+
+def test_null_space_update_leaves_preserved_keys_untouched():
+    cov, kept, null = _low_rank_cov()
+    projector = null_space_projector(cov, 1e-2)
+    g = torch.Generator().manual_seed(4)
+    keys = torch.randn(10, 2, generator=g, dtype=torch.float64)
+    residual = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    update = null_space_update(residual, keys, projector, lam=1e-4)
+    assert (update @ kept).abs().max() < 1e-9 * update.abs().max()
+    torch.testing.assert_close(update @ projector @ keys, residual, rtol=1e-2, atol=1e-2)
+
+
+def test_null_space_update_keeps_the_keys_of_earlier_batches():
+    cov, _, null = _low_rank_cov(width=12, rank=4)
+    projector = null_space_projector(cov, 1e-2)
+    g = torch.Generator().manual_seed(5)
+    old = null @ torch.randn(8, 2, generator=g, dtype=torch.float64)
+    new = null @ torch.randn(8, 2, generator=g, dtype=torch.float64)
+    residual = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    without = null_space_update(residual, new, projector, lam=1e-6)
+    kept = null_space_update(residual, new, projector, old @ old.T * 1e4, lam=1e-6)
+    assert (kept @ old).norm() < 0.05 * (without @ old).norm()

@@ -13,7 +13,7 @@ from lm_edit.editors.config import (
     build_config,
     family_settings,
     known_editors,
-    load_editor_yaml,
+    load_editor_chain,
     model_facts,
     read_user_config,
 )
@@ -54,17 +54,30 @@ def resolve_editor(
     editor_config: str | None = None,
 ) -> EditorSpec:
     """Merge YAML defaults, the matching model family, a user YAML and ``overrides``."""
-    spec = load_editor_yaml(name)
-    implementation = spec.get("implementation", "locate")
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"editors/{name}.yaml names unknown implementation {implementation!r}.")
+    chain = load_editor_chain(name)
+    implementation = _implementation(name, chain)
     _, config_cls = IMPLEMENTATIONS[implementation]
-    family, family_values = family_settings(spec, model_facts(model))
-    values = {**(spec.get("defaults") or {}), **family_values}
+    facts = model_facts(model)
+    values: dict[str, Any] = {}
+    family = None
+    for spec in chain:
+        values.update(spec.get("defaults") or {})
+        matched, family_values = family_settings(spec, facts)
+        values.update(family_values)
+        family = matched or family
     if editor_config:
         values.update(read_user_config(editor_config))
     values.update(overrides or {})
     return EditorSpec(name, implementation, build_config(config_cls, values, name), family)
+
+
+def _implementation(name: str, chain: list[dict[str, Any]]) -> str:
+    implementation = next(
+        (s["implementation"] for s in reversed(chain) if "implementation" in s), "locate"
+    )
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"editors/{name}.yaml names unknown implementation {implementation!r}.")
+    return implementation
 
 
 def create_editor(spec: EditorSpec, anatomy: ModelAnatomy, seed: int) -> Editor:
@@ -75,6 +88,5 @@ def create_editor(spec: EditorSpec, anatomy: ModelAnatomy, seed: int) -> Editor:
 
 def hyperparameter_names(name: str) -> set[str]:
     """Every hyperparameter editor ``name`` accepts."""
-    implementation = load_editor_yaml(name).get("implementation", "locate")
-    _, config_cls = IMPLEMENTATIONS[implementation]
+    _, config_cls = IMPLEMENTATIONS[_implementation(name, load_editor_chain(name))]
     return set(config_cls.__dataclass_fields__)

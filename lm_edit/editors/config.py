@@ -1,8 +1,11 @@
 """Editor configuration: ``editors/<name>.yaml`` defaults, then the first matching model
 family, then a user YAML (``editor_config=``), then keyword overrides (``layers=``...).
+A YAML that ``extends`` another applies the parent's defaults and family first, then its
+own defaults and family.
 
 An editor YAML looks like::
 
+    extends: memit                   # optional: start from another editor's YAML
     implementation: locate          # which Python class runs it
     description: ...
     defaults: {solver: equality, ...}
@@ -50,12 +53,34 @@ def load_editor_yaml(name: str) -> dict[str, Any]:
         return yaml.safe_load(handle) or {}
 
 
+def load_editor_chain(name: str) -> list[dict[str, Any]]:
+    """The YAML of editor ``name`` preceded by the YAMLs it ``extends`` (root first)."""
+    chain: list[dict[str, Any]] = []
+    seen: list[str] = []
+    current: str | None = name
+    while current is not None:
+        if current in seen:
+            raise ValueError(f"editors/{name}.yaml: 'extends' forms a cycle: {seen + [current]}")
+        seen.append(current)
+        spec = load_editor_yaml(current)
+        chain.insert(0, spec)
+        current = spec.get("extends")
+    return chain
+
+
 def model_facts(model) -> dict[str, Any]:
-    """The facts a family ``match`` can test: model_type, num_layers, hidden_size."""
+    """The facts a family ``match`` can test: model_type, num_layers, hidden_size,
+    intermediate_size."""
     config = model.config
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
-    return {"model_type": config.model_type, "num_layers": layers, "hidden_size": hidden}
+    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+    return {
+        "model_type": config.model_type,
+        "num_layers": layers,
+        "hidden_size": hidden,
+        "intermediate_size": inner,
+    }
 
 
 def family_settings(spec: dict[str, Any], facts: dict[str, Any]) -> tuple[str | None, dict]:

@@ -56,17 +56,17 @@ def plain_keys(
     return request_keys(model, tokenizer, anatomy, layer, requests, ["{}"])
 
 
-def block_outputs(
-    model, tokenizer, anatomy: ModelAnatomy, layer: int, requests: list[EditRequest]
+def outputs_at_subject(
+    model, tokenizer, module_name: str, requests: list[EditRequest]
 ) -> torch.Tensor:
-    """Hidden state leaving block ``layer`` at each request's subject (bare prompt), out x n:
-    the residual stream that an MLP-output change at that block moves one for one."""
+    """Output of module ``module_name`` at each request's subject on its bare prompt
+    (out x n, float64). For a block this is the residual stream, which an MLP-output change
+    at that block moves one for one."""
     located = [subject_last_token(tokenizer, r.prompt, r.subject) for r in requests]
     batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
-    name = anatomy.layer_name(layer)
-    with torch.no_grad(), capture_outputs({name: model.get_submodule(name)}) as got:
+    with torch.no_grad(), capture_outputs({module_name: model.get_submodule(module_name)}) as got:
         model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    hidden = got[name]
+    hidden = got[module_name]
     rows = torch.arange(len(located), device=hidden.device)
     index = torch.tensor([i for _, i in located], device=hidden.device)
     return hidden[rows, index].T.double()

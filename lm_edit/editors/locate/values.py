@@ -1,22 +1,30 @@
-"""Target values v*: the MLP output at the subject's last token that makes the model say
-the new object (ROME, section 3.1, eq. 4).
+"""Target values v*: the activation at the subject's last token that makes the model say
+the new object (ROME, section 3.1, eq. 4; MEMIT, eq. 16).
 
-For one request, a vector ``δ`` is added to the layer's MLP output at the subject's last
-token of every rewriting prompt (the edit prompt behind each context template) and of the
-essence prompt ``"{subject} is a"``, and optimised with Adam to minimise
+For one request, a vector ``δ`` is added at the subject's last token of every rewriting
+prompt (the edit prompt behind each context template) and of the essence prompt
+``"{subject} is a"``, either to the layer's MLP output (``value_site: mlp``, ROME) or to
+the block's output, the residual stream (``value_site: block``, MEMIT). It is optimised
+with Adam to minimise
 
-    NLL(target | prompt + δ)  +  kl_factor · KL(p₀ ‖ p_δ) on the essence prompt
-    +  v_weight_decay · ‖δ‖² / ‖v₀‖²
+    NLL(target | prompt + δ)  +  kl_factor · KL(p_δ ‖ p₀) on the essence prompt
+    +  v_weight_decay · ‖δ‖ / ‖v₀‖²
 
-with ``‖δ‖`` clamped to ``clamp_norm_factor · ‖v₀‖`` after every step and an early stop
-once the NLL falls below ``early_stop_nll``. Then ``v* = v₀ + δ``.
+(the terms of the reference implementations) with ``‖δ‖`` clamped to
+``clamp_norm_factor · ‖v₀‖`` after every step and an early stop once the NLL falls below
+``early_stop_nll``. Then ``v* = v₀ + δ``.
+
+``joint_attention_value`` (PMET) optimises a second vector on the attention output of
+the same block together with ``δ``; it shapes ``δ`` but only ``δ`` is returned, since
+only the MLP is rewritten.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +45,8 @@ class ValueConfig:
     clamp_norm_factor: float = 4.0
     kl_factor: float = 0.0625
     early_stop_nll: float = 0.05
+    value_site: Literal["mlp", "block"] = "mlp"
+    joint_attention_value: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,49 +114,65 @@ def optimise_value(
     device = next(model.parameters()).device
     rows = _build_rows(tokenizer, request, templates)
     batch = pad_batch(rows.ids).to(device)
-    row_index = torch.arange(len(rows.ids), device=device)
-    lookup = torch.tensor(rows.lookup, device=device)
-    module = model.get_submodule(anatomy.mlp_out_name(layer))
-    delta = torch.zeros(module_output_width(module, anatomy), device=device, requires_grad=True)
-    optimiser = torch.optim.Adam([delta], lr=config.v_lr)
-    state: dict[str, torch.Tensor] = {}
-
-    def add_delta(output: torch.Tensor) -> torch.Tensor:
-        if "initial" not in state:
-            state["initial"] = output[0, rows.lookup[0]].detach().float().clone()
-        output = output.clone()
-        output[row_index, lookup] = output[row_index, lookup] + delta.to(output.dtype)
-        return output
-
+    site = value_site_name(anatomy, layer, config.value_site)
+    sites = [site]
+    if config.joint_attention_value:
+        sites.append(anatomy.attn_out_name(layer))
+    width = anatomy.hidden_size(model)
+    deltas = [torch.zeros(width, device=device, requires_grad=True) for _ in sites]
+    optimiser = torch.optim.Adam(deltas, lr=config.v_lr)
+    initial: dict[int, torch.Tensor] = {}
+    editors = [
+        edit_output(model.get_submodule(name), _adder(rows, delta, initial, index, device))
+        for index, (name, delta) in enumerate(zip(sites, deltas, strict=True))
+    ]
+    reference: torch.Tensor | None = None
     nll = torch.tensor(float("inf"))
     step = 0
-    with _frozen(model), torch.enable_grad(), edit_output(module, add_delta):
+    with _frozen(model), torch.enable_grad(), ExitStack() as stack:
+        for context in editors:
+            stack.enter_context(context)
         for step in range(1, config.v_num_grad_steps + 1):
             optimiser.zero_grad()
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             log_probs = F.log_softmax(logits.float(), dim=-1)
             nll = _target_nll(log_probs, rows.target_spans)
             essence = log_probs[-1, batch.lengths[-1] - 1]
-            if "essence" not in state:
-                state["essence"] = essence.detach().clone()
-            kl = F.kl_div(essence, state["essence"], log_target=True, reduction="sum")
-            decay = delta.norm() ** 2 / state["initial"].norm() ** 2
+            if reference is None:
+                reference = essence.detach().clone()
+            kl = F.kl_div(reference, essence, log_target=True, reduction="sum")
+            decay = sum(d.norm() / initial[i].norm() ** 2 for i, d in enumerate(deltas))
             loss = nll + config.kl_factor * kl + config.v_weight_decay * decay
-            if nll.item() < config.early_stop_nll:
-                break
-            if step == config.v_num_grad_steps:
+            if nll.item() < config.early_stop_nll or step == config.v_num_grad_steps:
                 break
             loss.backward()
             optimiser.step()
-            _clamp_(delta, config.clamp_norm_factor * state["initial"].norm())
-    delta = delta.detach().float()
-    return ValueResult(state["initial"] + delta, state["initial"], float(nll.item()), step)
+            for index, delta in enumerate(deltas):
+                _clamp_(delta, config.clamp_norm_factor * initial[index].norm())
+    shift = deltas[0].detach().float()
+    return ValueResult(initial[0] + shift, initial[0], float(nll.item()), step)
 
 
-def module_output_width(module, anatomy: ModelAnatomy) -> int:
-    """Output width of a linear (or transposed Conv1D) module."""
-    weight = module.weight
-    return weight.shape[1] if anatomy.transposed else weight.shape[0]
+def value_site_name(anatomy: ModelAnatomy, layer: int, site: str) -> str:
+    """Module whose output carries v*: the MLP output projection or the whole block."""
+    return anatomy.mlp_out_name(layer) if site == "mlp" else anatomy.layer_name(layer)
+
+
+def _adder(rows: _Rows, delta: torch.Tensor, initial: dict, index: int, device):
+    """Output hook adding ``delta`` at every row's lookup position (recording the clean
+    value of the first row once, before any change)."""
+    row_index = torch.arange(len(rows.ids), device=device)
+    lookup = torch.tensor(rows.lookup, device=device)
+
+    def add(output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if index not in initial:
+            initial[index] = hidden[0, rows.lookup[0]].detach().float().clone()
+        hidden = hidden.clone()
+        hidden[row_index, lookup] = hidden[row_index, lookup] + delta.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    return add
 
 
 def _target_nll(log_probs: torch.Tensor, spans: list[tuple[int, list[int]]]) -> torch.Tensor:
