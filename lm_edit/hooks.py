@@ -52,13 +52,16 @@ def capture_inputs(modules: dict[str, nn.Module], stop_after: str | None = None)
 
 
 @contextmanager
-def capture_outputs(modules: dict[str, nn.Module]) -> Iterator[dict]:
-    """Record each module's output (the first element when it returns a tuple)."""
+def capture_outputs(modules: dict[str, nn.Module], stop_after: str | None = None) -> Iterator[dict]:
+    """Record each module's output (the first element when it returns a tuple); with
+    ``stop_after``, end the pass once that module has produced its output."""
     captured: dict[str, torch.Tensor] = {}
 
     def make_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: object) -> None:
             captured[name] = output[0] if isinstance(output, tuple) else output
+            if name == stop_after:
+                raise StopForward
 
         return hook
 

@@ -64,8 +64,11 @@ def outputs_at_subject(
     at that block moves one for one."""
     located = [subject_last_token(tokenizer, r.prompt, r.subject) for r in requests]
     batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
-    with torch.no_grad(), capture_outputs({module_name: model.get_submodule(module_name)}) as got:
-        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    module = {module_name: model.get_submodule(module_name)}
+    with torch.no_grad(), capture_outputs(module, stop_after=module_name) as got:
+        run_until_stop(
+            lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        )
     hidden = got[module_name]
     rows = torch.arange(len(located), device=hidden.device)
     index = torch.tensor([i for _, i in located], device=hidden.device)
