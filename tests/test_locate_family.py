@@ -232,3 +232,13 @@ def test_unknown_models_get_five_layers_ending_at_a_quarter_of_the_depth():
     assert resolve_layers(spec.config, 30) == [4, 5, 6, 7, 8]
     rome = resolve_editor("rome", _model_with("llama", 30, 576, 1536))
     assert resolve_layers(rome.config, 30) == [5]
+
+
+def test_a_bfloat16_model_is_edited_with_float64_solves(tiny_tokenizer, isolated_cache):
+    model = make_tiny_model("llama", len(tiny_tokenizer)).to(torch.bfloat16)
+    before = _state(model)
+    lm_edit.edit(model, tiny_tokenizer, REQUESTS, "memit", batch_size=2, layers=[1, 2], **FAST)
+    changed = _changed(before, model)
+    assert changed == [_mlp_out("llama", 1), _mlp_out("llama", 2)]
+    assert all(model.state_dict()[name].dtype == torch.bfloat16 for name in changed)
+    assert all(torch.isfinite(model.state_dict()[name]).all() for name in changed)
