@@ -10,6 +10,24 @@ from lm_edit.requests import EditRequest
 from lm_edit.tokens import pad_batch, subject_last_token
 
 
+def _at_subject(
+    model, tokenizer, pairs: list[tuple[str, str]], module_name: str, capture
+) -> torch.Tensor:
+    """The activation ``capture`` (``capture_inputs`` or ``capture_outputs``) records at
+    ``module_name`` for the subject's last token of each ``(text, subject)``, n x width.
+    One batched forward pass, stopped at that module."""
+    located = [subject_last_token(tokenizer, text, subject) for text, subject in pairs]
+    batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
+    module = {module_name: model.get_submodule(module_name)}
+    with torch.no_grad(), capture(module, stop_after=module_name) as got:
+        run_until_stop(
+            lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        )
+    rows = torch.arange(len(located), device=batch.input_ids.device)
+    index = torch.tensor([i for _, i in located], device=batch.input_ids.device)
+    return got[module_name][rows, index]
+
+
 def keys_at_subject(
     model,
     tokenizer,
@@ -18,17 +36,9 @@ def keys_at_subject(
     texts_and_subjects: list[tuple[str, str]],
 ) -> torch.Tensor:
     """Keys (in x n) for each ``(text, subject)``: the MLP-out input at the subject's last
-    token of ``text``. One batched forward pass, stopped after ``layer``."""
-    located = [subject_last_token(tokenizer, text, subj) for text, subj in texts_and_subjects]
-    batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
+    token of ``text``."""
     name = anatomy.mlp_out_name(layer)
-    with torch.no_grad(), capture_inputs({name: model.get_submodule(name)}, stop_after=name) as got:
-        run_until_stop(
-            lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        )
-    rows = torch.arange(len(located), device=batch.input_ids.device)
-    index = torch.tensor([i for _, i in located], device=batch.input_ids.device)
-    return got[name][rows, index].T.float()
+    return _at_subject(model, tokenizer, texts_and_subjects, name, capture_inputs).T.float()
 
 
 def request_keys(
@@ -62,14 +72,5 @@ def outputs_at_subject(
     """Output of module ``module_name`` at each request's subject on its bare prompt
     (out x n, float64). For a block this is the residual stream, which an MLP-output change
     at that block moves one for one."""
-    located = [subject_last_token(tokenizer, r.prompt, r.subject) for r in requests]
-    batch = pad_batch([ids for ids, _ in located]).to(next(model.parameters()).device)
-    module = {module_name: model.get_submodule(module_name)}
-    with torch.no_grad(), capture_outputs(module, stop_after=module_name) as got:
-        run_until_stop(
-            lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        )
-    hidden = got[module_name]
-    rows = torch.arange(len(located), device=hidden.device)
-    index = torch.tensor([i for _, i in located], device=hidden.device)
-    return hidden[rows, index].T.double()
+    pairs = [(r.prompt, r.subject) for r in requests]
+    return _at_subject(model, tokenizer, pairs, module_name, capture_outputs).T.double()
