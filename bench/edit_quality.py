@@ -149,7 +149,8 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     overrides = {"cache_values": True, **dict(item.split("=", 1) for item in args.set)}
     pool = load_edit_requests(args.data)
-    needed = max(args.batch, args.stream)
+    stream_editors = [e for e in args.stream_editors.split(",") if e]
+    needed = max(args.batch, args.stream if stream_editors else 0)
     requests = select_requests(pool, needed, args.seed)
 
     def report(run: dict) -> None:
@@ -162,7 +163,7 @@ def main() -> None:
     report(
         {"mode": "unedited", "editor": "none", "n": needed, **scores(model, tokenizer, requests)}
     )
-    if args.batch:
+    if 0 < args.batch < needed:
         first = requests[: args.batch]
         report(
             {
@@ -174,7 +175,6 @@ def main() -> None:
         )
     for editor in filter(None, args.batch_editors.split(",")):
         report(run_batch(model, tokenizer, editor, requests[: args.batch], overrides))
-    stream_editors = [e for e in args.stream_editors.split(",") if e]
     if stream_editors:
         chosen = requests[: args.stream]
         run_streams(model, tokenizer, stream_editors, chosen, args.stream_batch, overrides, report)
