@@ -94,8 +94,10 @@ def _lite_ids(args: argparse.Namespace) -> int:
         same = lite_ids_path().read_text(encoding="utf-8") == text
         print("recorded ids match the rule" if same else "recorded ids DIFFER from the rule")
         return 0 if same else 1
+    from lm_edit.atomic import save_text
+
     out = args.out or lite_ids_path()
-    out.write_text(text, encoding="utf-8")
+    save_text(text, out)
     print(f"wrote {out}")
     return 0
 
