@@ -22,7 +22,7 @@ from lm_eval.models.huggingface import HFLM
 
 from lm_edit.anatomy import split_anatomy_overrides
 from lm_edit.datasets import load_edit_requests, select_requests
-from lm_edit.editors import hyperparameter_names
+from lm_edit.editors import EditRecord, hyperparameter_names
 from lm_edit.editors.config import as_dict
 from lm_edit.offline_model import resolve_pretrained
 from lm_edit.requests import EditRequest
@@ -70,12 +70,14 @@ def share_lm_eval_logging() -> None:
 class EditedLM(HFLM):
     """HFLM that edits its model once, after loading and before evaluation."""
 
-    def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+    def __init__(self, pretrained: Any, defer_edits: bool = False, **kwargs: Any) -> None:
+        """Load the model, open the edit session and apply all chosen edits, or none of
+        them yet with ``defer_edits=True`` (then :meth:`edit_up_to` applies them)."""
         share_lm_eval_logging()
         edit_args, hyper, anatomy, hflm_args = split_model_args(dict(kwargs))
-        requests = self._select(edit_args)
+        self.planned_requests = self._select(edit_args)
         super().__init__(pretrained=resolve_pretrained(pretrained), **hflm_args)
-        stream = EditStream.create(
+        self.edit_stream = EditStream.create(
             self.model,
             self.tokenizer,
             str(edit_args["editor"]),
@@ -84,19 +86,51 @@ class EditedLM(HFLM):
             anatomy_overrides=anatomy,
             **hyper,
         )
-        unedited = self.greedy_locality_answers(requests)
-        stream.apply(requests, batch_size=int(edit_args["edit_batch_size"]))
-        self.edit_stream = stream
+        self.edit_batch_size = int(edit_args["edit_batch_size"])
         self.edit_session = EditSession(
-            requests=requests,
-            editor=stream.spec.name,
+            requests=[],
+            editor=self.edit_stream.spec.name,
             edit_data=str(edit_args["edit_data"]),
-            config={**as_dict(stream.spec.config), **edit_args, "family": stream.spec.family},
-            unedited_answers=unedited,
-            records=[r.summary() for r in stream.records],
+            config={
+                **as_dict(self.edit_stream.spec.config),
+                **edit_args,
+                "family": self.edit_stream.spec.family,
+            },
+            unedited_answers=self.greedy_locality_answers(self.planned_requests),
         )
         open_session(self.edit_session)
+        if not defer_edits:
+            self.edit_up_to(len(self.planned_requests))
+
+    @property
+    def n_applied(self) -> int:
+        """How many of the planned requests have been applied so far."""
+        return len(self.edit_session.requests)
+
+    def edit_up_to(self, count: int, progress: bool = True) -> None:
+        """Continue the stream until the first ``count`` planned requests are applied (the
+        session then scores exactly those); a no-op when they already are."""
+        if not 0 <= count <= len(self.planned_requests):
+            raise ValueError(
+                f"Cannot edit up to {count}: {len(self.planned_requests)} edits are planned "
+                "(raise n_edits)."
+            )
+        pending = self.planned_requests[self.n_applied : count]
+        if pending:
+            self.edit_stream.apply(
+                pending,
+                batch_size=self.edit_batch_size,
+                progress=progress,
+                after_batch=self._after_batch,
+            )
+        open_session(self.edit_session)
         logger.info("Edit manifest: %s", json.dumps(self.edit_session.manifest(), default=str))
+
+    def _after_batch(self, record: EditRecord) -> None:
+        """Record one applied batch in the session."""
+        by_id = {r.case_id: r for r in self.planned_requests[self.n_applied :]}
+        self.edit_session.requests.extend(by_id[case_id] for case_id in record.case_ids)
+        self.edit_session.records.append(record.summary())
 
     @staticmethod
     def _select(edit_args: dict[str, Any]) -> list[EditRequest]:
