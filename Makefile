@@ -33,7 +33,7 @@ capability: capability-data
 	for args in pretrained=smollm2-135m,editor=none $(CAPABILITY_ARGS); do \
 	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/lm_eval --model edited-hf \
 	    --model_args $$args --tasks edit_capability_lite,zsre_edit \
-	    --confirm_run_unsafe_code --device cpu --output_path results/ || exit 1; \
+	    --confirm_run_unsafe_code --device cpu --batch_size 4 --output_path results/ || exit 1; \
 	done
 
 test: setup
