@@ -7,8 +7,8 @@ calls :func:`score_individual` after every batch; it scores the batch's reliabil
 generality probes with the live model through HFLM's own ``loglikelihood`` and
 ``generate_until``, by the same rules as the tasks (:mod:`lm_edit.edit_metrics`), and
 stores the results in the session, where the tasks read them (``*_individual``).
-Cost per batch: one loglikelihood request per answer token and one short greedy
-generation per probe.
+Cost per batch: one loglikelihood request per answer token and one greedy generation
+per probe, only as long as exact match needs (see :func:`_answer_budget`).
 """
 
 from __future__ import annotations
@@ -52,9 +52,22 @@ def _forced(lm, items: list[ProbeItem]) -> list[dict[str, float]]:
     return scores
 
 
+def _answer_budget(lm, item: ProbeItem) -> int:
+    """Tokens enough to judge exact match: the longest answer plus one (greedy decoding
+    makes these the first tokens of the task's longer generation, and one token past the
+    answer shows whether a word ends there)."""
+    longest = max(len(lm.tok_encode(" " + a.strip())) for a in item.targets[NEW])
+    return min(GEN_KWARGS["max_gen_toks"], longest + 1)
+
+
 def _generated(lm, items: list[ProbeItem]) -> list[float]:
     instances = [
-        Instance("generate_until", {}, (item.prompt, dict(GEN_KWARGS)), i)
+        Instance(
+            "generate_until",
+            {},
+            (item.prompt, {**GEN_KWARGS, "max_gen_toks": _answer_budget(lm, item)}),
+            i,
+        )
         for i, item in enumerate(items)
     ]
     outputs = lm.generate_until(instances, disable_tqdm=True)

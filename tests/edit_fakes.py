@@ -54,5 +54,8 @@ class FactLM:
             out.append((-1.0 if greedy else -5.0, greedy))
         return out
 
+    def tok_encode(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
+
     def generate_until(self, requests, disable_tqdm: bool = False):
         return [self._answer(request.args[0])[1] for request in requests]

@@ -513,7 +513,7 @@ def test_builtin_names_resolve_under_data_dir(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LM_EDIT_DATA_DIR", str(SHARED_DATA))
     monkeypatch.setattr(edit_data, "_read_hub", pytest.fail)
     monkeypatch.setattr(edit_data, "_read_local", spy)
-    for name in ("counterfact", "zsre", "knowedit"):
+    for name in edit_data.BUILTIN_LOCAL:
         load_edit_requests(name)
     assert opened == [
         SHARED_DATA / edit_data.BUILTIN_LOCAL[name] for name in edit_data.BUILTIN_LOCAL
