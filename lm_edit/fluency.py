@@ -14,7 +14,7 @@
 RS needs ROME's data release in one folder: ``attribute_snippets.json`` (a list of
 ``{"relation_id", "target_id", "samples": [{"text", ...}]}``), ``tfidf_vocab.json``
 (``{term: column}``) and ``idf.npy`` (IDF per column). Name it with
-``reference_data=<dir>`` (model args or ``--metadata``) or ``$LM_EDIT_REFERENCE_DATA``;
+``--metadata '{"reference_data": "<dir>"}'`` or ``$LM_EDIT_REFERENCE_DATA``;
 without it RS is skipped and the log says so.
 """
 

@@ -3,7 +3,7 @@ generation entropy and (with ROME's reference data) reference score.
 
 Prompts per case: ROME-format ``generation_prompts`` when the data has them, else the
 edit prompt and its rephrases; at most ``fluency_prompts`` of them (default 1; ROME uses
-all ten of its generation prompts, too slow on a CPU).
+all ten of its generation prompts, too slow on a CPU); set it with ``--metadata``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def fluency_docs(requests: list[EditRequest], metadata: dict[str, Any]) -> list[
     if folder is None:
         logger.warning(
             "counterfact_fluency: reference score (RS) skipped: no reference data. Pass "
-            "reference_data=<dir> or set $LM_EDIT_REFERENCE_DATA to a folder with ROME's "
-            "attribute_snippets.json, tfidf_vocab.json and idf.npy."
+            '--metadata \'{"reference_data": "<dir>"}\' or set $LM_EDIT_REFERENCE_DATA '
+            "to a folder with ROME's attribute_snippets.json, tfidf_vocab.json and idf.npy."
         )
     else:
         load_reference(folder)
