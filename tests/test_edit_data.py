@@ -22,6 +22,7 @@ from lm_edit.fluency import (
 from lm_edit.fluency_task import fluency_docs, fluency_metrics
 from lm_edit.mquake import any_per_case, mquake_docs, mquake_metrics
 from lm_edit.requests import EditRequestError
+from tests.test_datasets import SHARED_DATA, shared_data
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PORTABILITY = FIXTURES / "portability"
@@ -195,3 +196,34 @@ def test_rs_is_skipped_with_a_message_without_reference_data(caplog, monkeypatch
         docs = fluency_docs(requests, {})
     assert "reference score (RS) skipped" in caplog.text
     assert "rs" not in fluency_metrics(docs[0], [" some text"])
+
+
+# --- the real copies in ../shared/data (skipped when absent) ---------------------------
+
+
+@shared_data
+def test_real_zsre_one_hop_set_has_a_portability_probe_per_case():
+    requests = load_edit_requests(str(SHARED_DATA / "portability/zsre_mend_edit.json"))
+    assert len(requests) == 1037
+    assert all([p.category for p in r.portability] == ["one_hop"] for r in requests)
+
+
+@shared_data
+def test_real_knowedit_wiki_counterfact_categories():
+    path = SHARED_DATA / "knowedit/benchmark/wiki_counterfact/train_cf.json"
+    requests = load_edit_requests(str(path))
+    categories = {p.category for r in requests for p in (*r.portability, *r.locality)}
+    assert categories == {
+        "Reasoning",
+        "Subject_Aliasing",
+        "Logical_Generalization",
+        "Relation_Specificity",
+        "Forgetfulness",
+    }
+
+
+@shared_data
+def test_real_mquake_hard_is_four_rewrites_per_case():
+    requests = load_edit_requests(str(SHARED_DATA / "mquake/MQuAKE-hard.json"))
+    assert len(requests) == 4 * 429
+    assert len(mquake_docs(select_requests(requests, 20, seed=0))) == 5 * 3

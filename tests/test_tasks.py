@@ -102,3 +102,14 @@ def test_a_view_without_matching_probes_reports_nothing(caplog):
     assert [d["probe"] for d in docs] == ["none"]
     assert generation_metrics(docs[0], [" anything"]) == {}
     assert "none of the 1 edited cases has portability probes" in caplog.text
+
+
+def test_generation_tasks_generate_like_the_individual_scores():
+    """Individual scores must be taken with the generation settings of the tasks."""
+    import yaml
+
+    from lm_edit.individual import GEN_KWARGS
+
+    text = (tasks_dir() / "_edit_gen_template_yaml").read_text(encoding="utf-8")
+    config = yaml.safe_load(text.replace("!function ", ""))
+    assert config["generation_kwargs"] == GEN_KWARGS
