@@ -159,9 +159,13 @@ def _base_doc(view_name: str, item: ProbeItem, session: EditSession | None) -> d
 def forced_doc(
     view_name: str, item: ProbeItem, tokenizer, session: EditSession | None = None
 ) -> dict[str, Any]:
-    """A teacher-forced doc: one loglikelihood request per answer token of every slot."""
+    """A teacher-forced doc: one loglikelihood request per answer token of every slot
+    (an empty answer, as an unedited model that answered with a line break, has no
+    tokens to force and is left out)."""
     requests, step_slots, step_tokens = [], [], []
     for slot, answers in item.targets.items():
+        if not answers[0].strip():
+            continue
         for step in forced_steps(tokenizer, item.prompt, " " + answers[0].strip()):
             requests.append([step.context, step.continuation])
             step_slots.append(slot)

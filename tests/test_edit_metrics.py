@@ -150,6 +150,14 @@ def test_locality_against_gold_and_against_the_unedited_model():
     assert out["locality_gen_unedited"] == 0.0 and out["locality_gen_gold"] == 1.0
 
 
+def test_an_empty_unedited_answer_is_not_teacher_forced():
+    item = case_probes(REQUEST, {("c1", 0): "\n"})[2]
+    assert forced_doc("zsre_edit", item, TOK)["step_slots"] == ["gold", "new", "new"]
+    assert (
+        generation_metrics(generation_doc("zsre_edit", item), [""])["locality_gen_unedited"] == 1.0
+    )
+
+
 def test_portability_both_protocols():
     docs, items = _docs()
     results = [(-1.0, True), (-2.0, False)]
