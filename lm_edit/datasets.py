@@ -25,6 +25,8 @@ wiki_\       ``train_cf.json`` (1,428 records)                ``wiki_counterfact
 counterfact
 knowedit_\   ``knowedit/benchmark/wiki_recent/``              ``zjunlp/KnowEdit``
 wiki_recent  ``recent_train.json`` (570 records)              ``wiki_recent-train``
+knowedit_\   ``knowedit/benchmark/WikiBio/``                  ``zjunlp/KnowEdit``
+wikibio      ``wikibio-test-all.json`` (306 records)          ``WikiBio-test``
 mquake       ``mquake/MQuAKE-hard.json`` (429 four-hop         none (GitHub only)
              cases, 1,716 rewrites)
 ============ =============================================== =================================
@@ -34,7 +36,9 @@ default ``ZsRE``). For other Hub ids it is the ``datasets`` split; local files t
 
 Formats (detection rules, checked in this order on the first record's keys):
 
-* KnowEdit WikiBio (``text``, ``labels``, ``concept``): rejected, not a fact-editing format.
+* KnowEdit WikiBio (``text``, ``labels``, ``concept``): hallucination correction; the passage
+  ``text`` is the prompt, ``concept`` (the person, named in the passage) the subject and
+  the corrected sentence ``labels`` the target; locality from ``locality``.
 * MQuAKE (``requested_rewrite`` is a list): one request per rewrite, each remembering its
   case (see :mod:`lm_edit.mquake`); ``select_requests`` keeps a case's rewrites together.
 * CounterFact, ROME format (``requested_rewrite`` is an object).
@@ -77,6 +81,8 @@ KNOWEDIT_FILES = {
     "wiki_counterfact-test": "benchmark/wiki_counterfact/test_cf.json",
     "wiki_recent-train": "benchmark/wiki_recent/recent_train.json",
     "wiki_recent-test": "benchmark/wiki_recent/recent_test.json",
+    "WikiBio-test": "benchmark/WikiBio/wikibio-test-all.json",
+    "WikiBio-train": "benchmark/WikiBio/wikibio-train-all.json",
 }
 BUILTIN_LOCAL = {
     "counterfact": "counterfact/counterfact-edit.json",
@@ -84,6 +90,7 @@ BUILTIN_LOCAL = {
     "knowedit": "knowedit/benchmark/ZsRE/ZsRE-test-all.json",
     "knowedit_wiki_counterfact": "knowedit/benchmark/wiki_counterfact/train_cf.json",
     "knowedit_wiki_recent": "knowedit/benchmark/wiki_recent/recent_train.json",
+    "knowedit_wikibio": "knowedit/benchmark/WikiBio/wikibio-test-all.json",
     "mquake": "mquake/MQuAKE-hard.json",
 }
 BUILTIN_HUB = {
@@ -92,6 +99,7 @@ BUILTIN_HUB = {
     "knowedit": (KNOWEDIT_HUB_ID, "ZsRE"),
     "knowedit_wiki_counterfact": (KNOWEDIT_HUB_ID, "wiki_counterfact-train"),
     "knowedit_wiki_recent": (KNOWEDIT_HUB_ID, "wiki_recent-train"),
+    "knowedit_wikibio": (KNOWEDIT_HUB_ID, "WikiBio-test"),
 }
 BUILTIN_NAMES = ("demo", *BUILTIN_LOCAL)
 
@@ -374,6 +382,15 @@ def _from_easyedit_flat(rec: _Record) -> dict[str, Any]:
     }
 
 
+def _from_wikibio(rec: _Record) -> dict[str, Any]:
+    return {
+        "prompt": rec.text("text"),
+        "subject": rec.text("concept"),
+        "target_new": rec.text("labels"),
+        "locality": tuple(rec.grouped_probes("locality")),
+    }
+
+
 def _from_knowedit(rec: _Record) -> dict[str, Any]:
     return {
         "prompt": rec.text("prompt"),
@@ -450,6 +467,12 @@ _KNOWEDIT = _Format(
     ),
     _from_knowedit,
 )
+_WIKIBIO = _Format(
+    "wikibio",
+    "KnowEdit WikiBio",
+    frozenset({"text", "labels", "concept", "locality"}),
+    _from_wikibio,
+)
 _MQUAKE = _Format("mquake", "MQuAKE", frozenset(), expand=mquake_requests)
 _FORMAT_SUMMARY = (
     "ZsRE MEND format (src, alt, answers, rephrase, loc, loc_ans, subject); "
@@ -467,11 +490,7 @@ def _detect_format(first: Mapping[str, Any], label: str) -> _Format:
     """Pick the format from the first record's keys (see the module docstring)."""
     keys = {key for key, value in first.items() if value is not None}
     if {"text", "labels", "concept"} <= keys:
-        raise EditRequestError(
-            f"{label}: this is KnowEdit WikiBio (keys text, labels, concept), a hallucination-"
-            "correction format; WikiBio is not a fact-editing format supported yet. Use a "
-            "KnowEdit ZsRE, wiki_counterfact or wiki_recent file instead."
-        )
+        return _WIKIBIO
     rewrite = first.get("requested_rewrite")
     if isinstance(rewrite, list):
         return _MQUAKE
@@ -652,7 +671,7 @@ def _hub_kwargs(hub_id: str, split: str | None) -> dict[str, Any]:
     if name not in KNOWEDIT_FILES:
         raise ValueError(
             f"split={name!r} is not a KnowEdit benchmark file; choose one of "
-            f"{sorted(KNOWEDIT_FILES)} (WikiBio is not supported)."
+            f"{sorted(KNOWEDIT_FILES)}."
         )
     return {"data_files": KNOWEDIT_FILES[name], "split": "train"}
 

@@ -59,6 +59,7 @@ VIEWS: dict[str, View] = {
     "knowedit_zsre": View(breakdown=True, default_data="knowedit"),
     "knowedit_wiki_counterfact": View(breakdown=True, default_data="knowedit_wiki_counterfact"),
     "knowedit_wiki_recent": View(breakdown=True, default_data="knowedit_wiki_recent"),
+    "knowedit_wikibio": View(breakdown=True, default_data="knowedit_wikibio"),
 }
 
 
