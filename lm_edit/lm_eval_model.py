@@ -43,6 +43,7 @@ EDIT_ARGS = {
     "individual_scores": True,
 }
 LOCALITY_MAX_TOKENS = 16
+FALSE_WORDS = {"false", "0", "no", "off"}
 
 
 def split_model_args(kwargs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
@@ -101,7 +102,7 @@ class EditedLM(HFLM):
             unedited_answers=self.greedy_locality_answers(self.planned_requests),
             tokenizer=self.tokenizer,
         )
-        self.individual_scores = bool(edit_args["individual_scores"])
+        self.individual_scores = str(edit_args["individual_scores"]).lower() not in FALSE_WORDS
         open_session(self.edit_session)
         if not defer_edits:
             self.edit_up_to(len(self.planned_requests))
