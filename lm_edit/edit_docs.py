@@ -102,40 +102,55 @@ def _kept(item: ProbeItem, view: View) -> bool:
     return item.category in view.categories
 
 
+def _report_missing(view_name: str, view: View, missing: dict[str, list[str]], total: int):
+    """Log, per probe kind, the cases that have none of it (they are left out of that
+    kind's metrics, never scored as zero)."""
+    for kind, cases in missing.items():
+        if not cases:
+            continue
+        wanted = f"{kind} probes" + (
+            f" of category {'/'.join(view.categories)}"
+            if view.categories and kind in ("locality", "portability")
+            else ""
+        )
+        if len(cases) == total and len(missing) == 1:
+            logger.warning(
+                "%s: none of the %d edited cases has %s; this task reports no metrics. Edit "
+                "cases from data that has them (for example edit_data=%s).",
+                view_name,
+                total,
+                wanted,
+                view.default_data,
+            )
+            continue
+        logger.warning(
+            "%s: %d of %d cases have no %s; %s metrics leave them out: %s",
+            view_name,
+            len(cases),
+            total,
+            wanted,
+            kind,
+            ", ".join(cases[:10]) + (" ..." if len(cases) > 10 else ""),
+        )
+
+
 def view_probes(
     view_name: str, requests: list[EditRequest], session: EditSession | None
 ) -> list[ProbeItem]:
-    """The probes ``view_name`` scores. Cases without any of them are logged and left
-    out, never scored as zero (with none at all the task reports no metrics)."""
+    """The probes ``view_name`` scores. Cases without a kind of probe are logged and
+    left out of that kind's metrics, never scored as zero (with no probe at all the task
+    reports no metrics)."""
     view = resolve_view(view_name)
     unedited = session.unedited_answers if session is not None else None
-    items, lacking = [], []
+    items: list[ProbeItem] = []
+    missing: dict[str, list[str]] = {kind: [] for kind in view.kinds}
     for request in requests:
         kept = [item for item in case_probes(request, unedited) if _kept(item, view)]
         items += kept
-        if not kept:
-            lacking.append(request.case_id)
-    wanted = f"{'/'.join(view.kinds)} probes" + (
-        f" of category {'/'.join(view.categories)}" if view.categories else ""
-    )
-    if not items:
-        logger.warning(
-            "%s: none of the %d edited cases has %s; this task reports no metrics. Edit "
-            "cases from data that has them (for example edit_data=%s).",
-            view_name,
-            len(requests),
-            wanted,
-            view.default_data,
-        )
-    elif lacking:
-        logger.warning(
-            "%s: %d of %d cases have no %s and are not scored by this task: %s",
-            view_name,
-            len(lacking),
-            len(requests),
-            wanted,
-            ", ".join(lacking[:10]) + (" ..." if len(lacking) > 10 else ""),
-        )
+        for kind in view.kinds:
+            if not any(item.kind == kind for item in kept):
+                missing[kind].append(request.case_id)
+    _report_missing(view_name, view, missing, len(requests))
     return items
 
 

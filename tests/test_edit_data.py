@@ -71,7 +71,7 @@ def test_cases_without_the_probe_type_are_reported_not_scored(caplog):
     with caplog.at_level(logging.WARNING):
         items = view_probes("zsre_inverse_relation", requests, None)
     assert [i.case_id for i in items] == [requests[0].case_id]
-    assert "1 of 2 cases have no portability probes" in caplog.text
+    assert "1 of 2 cases have no portability probes of category inverse_relation" in caplog.text
     assert requests[1].case_id in caplog.text
 
 

@@ -104,6 +104,19 @@ def test_a_view_without_matching_probes_reports_nothing(caplog):
     assert "none of the 1 edited cases has portability probes" in caplog.text
 
 
+def test_cases_lacking_a_probe_kind_are_named(caplog):
+    bare = EditRequest("bare", "Alice works for", "Alice", "Acme", "Initech")
+    open_session(EditSession(requests=[REQUEST, bare], editor="none", edit_data="test"))
+    try:
+        docs = list(build_generation_docs(view="zsre_edit")["test"])
+    finally:
+        close_session()
+    assert [d["probe"] for d in docs if d["case_id"] == "bare"] == ["reliability"]
+    assert "1 of 2 cases have no portability probes; portability metrics leave them out: bare" in (
+        caplog.text
+    )
+
+
 def test_generation_tasks_generate_like_the_individual_scores():
     """Individual scores must be taken with the generation settings of the tasks."""
     import yaml
