@@ -230,7 +230,8 @@ def placeholder_doc(forced: bool) -> dict[str, Any]:
     return doc | {"targets": "{}"}
 
 
-def _dataset(docs: list[dict[str, Any]]):
+def as_dataset(docs: list[dict[str, Any]]):
+    """The ``DatasetDict`` (one ``test`` split) a ``custom_dataset`` function returns."""
     from datasets import Dataset, DatasetDict
 
     return DatasetDict({"test": Dataset.from_list(docs)})
@@ -242,7 +243,7 @@ def build_forced_docs(view: str, **metadata: Any):
     tokenizer = load_tokenizer(metadata, session)
     items = view_probes(view, requests, session)
     docs = [forced_doc(view, item, tokenizer, session) for item in items]
-    return _dataset(docs or [placeholder_doc(forced=True)])
+    return as_dataset(docs or [placeholder_doc(forced=True)])
 
 
 def build_generation_docs(view: str, **metadata: Any):
@@ -250,4 +251,4 @@ def build_generation_docs(view: str, **metadata: Any):
     requests, session = session_or_metadata_requests(metadata, resolve_view(view).default_data)
     items = view_probes(view, requests, session)
     docs = [generation_doc(view, item, session) for item in items]
-    return _dataset(docs or [placeholder_doc(forced=False)])
+    return as_dataset(docs or [placeholder_doc(forced=False)])

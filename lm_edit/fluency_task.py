@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lm_edit.edit_docs import session_or_metadata_requests
+from lm_edit.edit_docs import as_dataset, session_or_metadata_requests
 from lm_edit.fluency import generation_entropy, load_reference, reference_folder
 from lm_edit.requests import EditRequest
 
@@ -67,10 +67,8 @@ def fluency_docs(requests: list[EditRequest], metadata: dict[str, Any]) -> list[
 
 def build_fluency_docs(**metadata: Any):
     """``custom_dataset`` of ``counterfact_fluency``."""
-    from datasets import Dataset, DatasetDict
-
     requests, _ = session_or_metadata_requests(metadata, "counterfact")
-    return DatasetDict({"test": Dataset.from_list(fluency_docs(requests, metadata))})
+    return as_dataset(fluency_docs(requests, metadata))
 
 
 def fluency_metrics(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:

@@ -134,9 +134,7 @@ def mquake_docs(requests: list[EditRequest]) -> list[dict[str, Any]]:
 
 def build_mquake_docs(**metadata: Any):
     """``custom_dataset`` of the ``mquake`` task."""
-    from datasets import Dataset, DatasetDict
-
-    from lm_edit.edit_docs import session_or_metadata_requests
+    from lm_edit.edit_docs import as_dataset, session_or_metadata_requests
 
     requests, _ = session_or_metadata_requests(metadata, "mquake")
     docs = mquake_docs(requests)
@@ -146,7 +144,7 @@ def build_mquake_docs(**metadata: Any):
             "data (edit_data=mquake or an MQuAKE-format file) with n_edits covering whole cases."
         )
         docs = [{"case_id": "", "prompt": "", "new_answers": [], "old_answers": []}]
-    return DatasetDict({"test": Dataset.from_list(docs)})
+    return as_dataset(docs)
 
 
 def mquake_metrics(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:

@@ -227,3 +227,19 @@ def test_real_mquake_hard_is_four_rewrites_per_case():
     requests = load_edit_requests(str(SHARED_DATA / "mquake/MQuAKE-hard.json"))
     assert len(requests) == 4 * 429
     assert len(mquake_docs(select_requests(requests, 20, seed=0))) == 5 * 3
+
+
+def test_mquake_task_docs_come_from_the_session_or_say_why_not(caplog):
+    from lm_edit.mquake import build_mquake_docs
+    from lm_edit.session import EditSession, close_session, open_session
+
+    requests = load_edit_requests(str(FIXTURES / "mquake.json"))
+    for edited, cases in ((requests, {"11", "12"}), (requests[:1], {""})):
+        open_session(EditSession(requests=edited, editor="none", edit_data="test"))
+        try:
+            docs = list(build_mquake_docs()["test"])
+        finally:
+            close_session()
+        assert {d["case_id"] for d in docs} == cases
+    assert mquake_metrics(docs[0], [" Australia"]) == {}
+    assert "no fully edited MQuAKE case" in caplog.text
