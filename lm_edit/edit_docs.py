@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lm_edit.datasets import load_edit_requests, select_requests
-from lm_edit.probes import KINDS, ProbeItem, case_probes, category_slug
+from lm_edit.probes import KINDS, UNEDITED, ProbeItem, case_probes, category_slug
 from lm_edit.requests import EditRequest
 from lm_edit.session import EditSession, active_session
 from lm_edit.teacher_forcing import forced_steps
@@ -175,14 +175,18 @@ def _base_doc(view_name: str, item: ProbeItem, session: EditSession | None) -> d
 def forced_doc(
     view_name: str, item: ProbeItem, tokenizer, session: EditSession | None = None
 ) -> dict[str, Any]:
-    """A teacher-forced doc: one loglikelihood request per answer token of every slot
-    (an empty answer, as an unedited model that answered with a line break, has no
-    tokens to force and is left out)."""
+    """A teacher-forced doc: one loglikelihood request per answer token of every slot.
+
+    Dataset answers are forced after one space; the unedited model's answer is forced
+    exactly as it generated it (``"?"`` stays ``"?"``, not ``" ?"``). An empty answer (an
+    unedited model that answered with a line break) has no tokens and is left out.
+    """
     requests, step_slots, step_tokens = [], [], []
     for slot, answers in item.targets.items():
         if not answers[0].strip():
             continue
-        for step in forced_steps(tokenizer, item.prompt, " " + answers[0].strip()):
+        answer = answers[0] if slot == UNEDITED else " " + answers[0].strip()
+        for step in forced_steps(tokenizer, item.prompt, answer):
             requests.append([step.context, step.continuation])
             step_slots.append(slot)
             step_tokens.append(step.tokens)

@@ -150,6 +150,13 @@ def test_locality_against_gold_and_against_the_unedited_model():
     assert out["locality_gen_unedited"] == 0.0 and out["locality_gen_gold"] == 1.0
 
 
+def test_the_unedited_answer_is_forced_exactly_as_generated():
+    item = case_probes(REQUEST, {("c1", 0): "?"})[2]
+    doc = forced_doc("zsre_edit", item, TOK)
+    assert doc["requests"][-1] == [item.prompt, "?"]
+    assert doc["requests"][0] == [item.prompt, " Paris"]
+
+
 def test_an_empty_unedited_answer_is_not_teacher_forced():
     item = case_probes(REQUEST, {("c1", 0): "\n"})[2]
     assert forced_doc("zsre_edit", item, TOK)["step_slots"] == ["gold", "new", "new"]
