@@ -178,15 +178,28 @@ def forced_doc(
     """A teacher-forced doc: one loglikelihood request per answer token of every slot.
 
     Dataset answers are forced after one space; the unedited model's answer is forced
-    exactly as it generated it (``"?"`` stays ``"?"``, not ``" ?"``). An empty answer (an
-    unedited model that answered with a line break) has no tokens and is left out.
+    exactly as it generated it (``"?"`` stays ``"?"``, not ``" ?"``). An unedited answer
+    without tokens of its own (empty, or merging into the prompt's last token) is left
+    out (logged).
     """
     requests, step_slots, step_tokens = [], [], []
     for slot, answers in item.targets.items():
         if not answers[0].strip():
             continue
         answer = answers[0] if slot == UNEDITED else " " + answers[0].strip()
-        for step in forced_steps(tokenizer, item.prompt, answer):
+        try:
+            steps = forced_steps(tokenizer, item.prompt, answer)
+        except ValueError:
+            if slot != UNEDITED:
+                raise
+            logger.warning(
+                "case %s: the unedited answer %r merges into the prompt's last token; its "
+                "teacher-forced locality is not scored",
+                item.case_id,
+                answer,
+            )
+            continue
+        for step in steps:
             requests.append([step.context, step.continuation])
             step_slots.append(slot)
             step_tokens.append(step.tokens)
