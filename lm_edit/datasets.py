@@ -1,4 +1,4 @@
-"""Edit-data loaders: CounterFact, ZsRE, KnowEdit and our own JSONL, as ``EditRequest`` lists.
+r"""Edit-data loaders: CounterFact, ZsRE, KnowEdit and our own JSONL, as ``EditRequest`` lists.
 
 ``load_edit_requests(spec)`` accepts a built-in name, a local file (a ``.json`` list of records
 or a ``.jsonl`` file with one record per line) or a Hugging Face Hub dataset id (``org/name``).
@@ -20,6 +20,15 @@ zsre         ``portability/zsre_mend_edit.json``             ``zjunlp/KnowEdit``
              1,037 records)                                  logged as a warning
 knowedit     ``knowedit/benchmark/ZsRE/ZsRE-test-all.json``  ``zjunlp/KnowEdit`` ``ZsRE``
              (KnowEdit format, 1,304 records)
+knowedit_\   ``knowedit/benchmark/wiki_counterfact/``         ``zjunlp/KnowEdit``
+wiki_\       ``train_cf.json`` (1,428 records)                ``wiki_counterfact-train``
+counterfact
+knowedit_\   ``knowedit/benchmark/wiki_recent/``              ``zjunlp/KnowEdit``
+wiki_recent  ``recent_train.json`` (570 records)              ``wiki_recent-train``
+knowedit_\   ``knowedit/benchmark/WikiBio/``                  ``zjunlp/KnowEdit``
+wikibio      ``wikibio-test-all.json`` (306 records)          ``WikiBio-test``
+mquake       ``mquake/MQuAKE-hard.json`` (429 four-hop         none (GitHub only)
+             cases, 1,716 rewrites)
 ============ =============================================== =================================
 
 For ``zjunlp/KnowEdit`` the ``split`` argument names the benchmark file (see ``KNOWEDIT_FILES``;
@@ -27,8 +36,11 @@ default ``ZsRE``). For other Hub ids it is the ``datasets`` split; local files t
 
 Formats (detection rules, checked in this order on the first record's keys):
 
-* KnowEdit WikiBio (``text``, ``labels``, ``concept``): rejected, not a fact-editing format.
-* MQuAKE (``requested_rewrite`` is a list): rejected, several rewrites per case.
+* KnowEdit WikiBio (``text``, ``labels``, ``concept``): hallucination correction; the passage
+  ``text`` is the prompt, ``concept`` (the person, named in the passage) the subject and
+  the corrected sentence ``labels`` the target; locality from ``locality``.
+* MQuAKE (``requested_rewrite`` is a list): one request per rewrite, each remembering its
+  case (see :mod:`lm_edit.mquake`); ``select_requests`` keeps a case's rewrites together.
 * CounterFact, ROME format (``requested_rewrite`` is an object).
 * ZsRE, MEND format (``src`` and ``alt``); locality prompts keep MEND's ``nq question:`` prefix.
 * KnowEdit (``prompt``, ``subject``, ``target_new`` and a ``locality``/``portability`` object).
@@ -55,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lm_edit.mquake import mquake_requests
 from lm_edit.requests import EditRequest, EditRequestError, Probe
 
 logger = logging.getLogger(__name__)
@@ -68,16 +81,25 @@ KNOWEDIT_FILES = {
     "wiki_counterfact-test": "benchmark/wiki_counterfact/test_cf.json",
     "wiki_recent-train": "benchmark/wiki_recent/recent_train.json",
     "wiki_recent-test": "benchmark/wiki_recent/recent_test.json",
+    "WikiBio-test": "benchmark/WikiBio/wikibio-test-all.json",
+    "WikiBio-train": "benchmark/WikiBio/wikibio-train-all.json",
 }
 BUILTIN_LOCAL = {
     "counterfact": "counterfact/counterfact-edit.json",
     "zsre": "portability/zsre_mend_edit.json",
     "knowedit": "knowedit/benchmark/ZsRE/ZsRE-test-all.json",
+    "knowedit_wiki_counterfact": "knowedit/benchmark/wiki_counterfact/train_cf.json",
+    "knowedit_wiki_recent": "knowedit/benchmark/wiki_recent/recent_train.json",
+    "knowedit_wikibio": "knowedit/benchmark/WikiBio/wikibio-test-all.json",
+    "mquake": "mquake/MQuAKE-hard.json",
 }
 BUILTIN_HUB = {
     "counterfact": ("azhx/counterfact", "train+test"),
     "zsre": (KNOWEDIT_HUB_ID, "ZsRE"),
     "knowedit": (KNOWEDIT_HUB_ID, "ZsRE"),
+    "knowedit_wiki_counterfact": (KNOWEDIT_HUB_ID, "wiki_counterfact-train"),
+    "knowedit_wiki_recent": (KNOWEDIT_HUB_ID, "wiki_recent-train"),
+    "knowedit_wikibio": (KNOWEDIT_HUB_ID, "WikiBio-test"),
 }
 BUILTIN_NAMES = ("demo", *BUILTIN_LOCAL)
 
@@ -247,14 +269,44 @@ def _from_own(rec: _Record) -> dict[str, Any]:
     }
 
 
-def _from_zsre_mend(rec: _Record) -> dict[str, Any]:
+def _one_hop(rec: _Record) -> list[Probe | None]:
+    """The one-hop portability probe (``portability: {New Question, New Answer}``)."""
     portability = rec.mapping("portability")
-    probes: list[Probe | None] = []
-    if portability:
-        question, answer = portability.get("New Question"), portability.get("New Answer")
-        probes.append(rec.probe("portability", question, answer, "one_hop"))
-        if portability.get("Recalled Relation") is not None:
-            rec.extra["recalled_relation"] = portability["Recalled Relation"]
+    if not portability:
+        return []
+    if portability.get("Recalled Relation") is not None:
+        rec.extra["recalled_relation"] = portability["Recalled Relation"]
+    question, answer = portability.get("New Question"), portability.get("New Answer")
+    return [rec.probe("portability", question, answer, "one_hop")]
+
+
+def _zsre_portability(rec: _Record) -> list[Probe]:
+    """One-hop, subject-replace (``alter_subject_question``, answered by the new target)
+    and inverse-relation (``inverse question``, answered by the subject) probes of the
+    EasyEdit portability files in MEND format."""
+    probes = _one_hop(rec)
+    if rec.get("alter_subject_question") is not None:
+        probes.append(
+            rec.probe(
+                "alter_subject_question",
+                rec.get("alter_subject_question"),
+                rec.get("alt"),
+                "subject_replace",
+            )
+        )
+    if rec.get("inverse question") is not None:
+        probes.append(
+            rec.probe(
+                "inverse question",
+                rec.get("inverse question"),
+                rec.get("subject"),
+                "inverse_relation",
+            )
+        )
+    return _kept(probes)
+
+
+def _from_zsre_mend(rec: _Record) -> dict[str, Any]:
     return {
         "prompt": rec.text("src"),
         "subject": rec.text("subject"),
@@ -262,7 +314,7 @@ def _from_zsre_mend(rec: _Record) -> dict[str, Any]:
         "target_true": rec.truth("answers"),
         "rephrases": rec.texts("rephrase"),
         "locality": tuple(rec.paired_probes("loc", rec.get("loc"), rec.get("loc_ans"), "NQ")),
-        "portability": tuple(_kept(probes)),
+        "portability": tuple(_zsre_portability(rec)),
     }
 
 
@@ -277,16 +329,28 @@ def _from_counterfact_rome(rec: _Record) -> dict[str, Any]:
     truth = rec.truth("requested_rewrite.target_true.str", target_true.get("str"))
     if rewrite.get("relation_id") is not None:
         rec.extra["relation_id"] = rewrite["relation_id"]
+    if target_new.get("id") is not None:
+        rec.extra["target_new_id"] = target_new["id"]
+    target = rec.text("requested_rewrite.target_new.str", target_new.get("str"))
+    probes = _one_hop(rec)
+    if rec.get("alternative_subject") is not None:
+        alias = rec.text("alternative_subject")
+        probes.append(
+            rec.probe(
+                "alternative_subject", template.replace("{}", alias), target, "subject_replace"
+            )
+        )
     neighbours = rec.texts("neighborhood_prompts")
     return {
         "prompt": template.replace("{}", subject),
         "subject": subject,
-        "target_new": rec.text("requested_rewrite.target_new.str", target_new.get("str")),
+        "target_new": target,
         "target_true": truth,
         "rephrases": rec.texts("paraphrase_prompts"),
         "locality": tuple(
             _kept(rec.probe("neighborhood_prompts", p, truth, "neighborhood") for p in neighbours)
         ),
+        "portability": tuple(_kept(probes)),
     }
 
 
@@ -318,6 +382,15 @@ def _from_easyedit_flat(rec: _Record) -> dict[str, Any]:
     }
 
 
+def _from_wikibio(rec: _Record) -> dict[str, Any]:
+    return {
+        "prompt": rec.text("text"),
+        "subject": rec.text("concept"),
+        "target_new": rec.text("labels"),
+        "locality": tuple(rec.grouped_probes("locality")),
+    }
+
+
 def _from_knowedit(rec: _Record) -> dict[str, Any]:
     return {
         "prompt": rec.text("prompt"),
@@ -335,7 +408,8 @@ class _Format:
     key: str
     label: str
     keys: frozenset[str]
-    convert: Callable[[_Record], dict[str, Any]]
+    convert: Callable[[_Record], dict[str, Any]] | None = None
+    expand: Callable[[Any, str, str], list[EditRequest]] | None = None
 
 
 _FLAT_KEYS = frozenset(
@@ -363,13 +437,19 @@ _OWN = _Format(
 _ZSRE_MEND = _Format(
     "zsre_mend",
     "ZsRE (MEND format)",
-    frozenset({"src", "alt", "answers", "rephrase", "loc", "loc_ans", "subject", "portability"}),
+    frozenset(
+        {"src", "alt", "answers", "rephrase", "loc", "loc_ans", "subject", "portability"}
+        | {"alter_subject_question", "inverse question"}
+    ),
     _from_zsre_mend,
 )
 _COUNTERFACT_ROME = _Format(
     "counterfact_rome",
     "CounterFact (ROME format)",
-    frozenset({"requested_rewrite", "paraphrase_prompts", "neighborhood_prompts"}),
+    frozenset(
+        {"requested_rewrite", "paraphrase_prompts", "neighborhood_prompts"}
+        | {"portability", "alternative_subject"}
+    ),
     _from_counterfact_rome,
 )
 _COUNTERFACT_FLAT = _Format(
@@ -387,6 +467,13 @@ _KNOWEDIT = _Format(
     ),
     _from_knowedit,
 )
+_WIKIBIO = _Format(
+    "wikibio",
+    "KnowEdit WikiBio",
+    frozenset({"text", "labels", "concept", "locality"}),
+    _from_wikibio,
+)
+_MQUAKE = _Format("mquake", "MQuAKE", frozenset(), expand=mquake_requests)
 _FORMAT_SUMMARY = (
     "ZsRE MEND format (src, alt, answers, rephrase, loc, loc_ans, subject); "
     "CounterFact ROME format (case_id, requested_rewrite{prompt, subject, target_new, "
@@ -403,17 +490,10 @@ def _detect_format(first: Mapping[str, Any], label: str) -> _Format:
     """Pick the format from the first record's keys (see the module docstring)."""
     keys = {key for key, value in first.items() if value is not None}
     if {"text", "labels", "concept"} <= keys:
-        raise EditRequestError(
-            f"{label}: this is KnowEdit WikiBio (keys text, labels, concept), a hallucination-"
-            "correction format; WikiBio is not a fact-editing format supported yet. Use a "
-            "KnowEdit ZsRE, wiki_counterfact or wiki_recent file instead."
-        )
+        return _WIKIBIO
     rewrite = first.get("requested_rewrite")
     if isinstance(rewrite, list):
-        raise EditRequestError(
-            f"{label}: this looks like MQuAKE (requested_rewrite is a list of several edits per "
-            "case); multi-hop MQuAKE cases are not supported yet."
-        )
+        return _MQUAKE
     if isinstance(rewrite, Mapping):
         return _COUNTERFACT_ROME
     if {"src", "alt"} <= keys:
@@ -475,7 +555,10 @@ def _convert_all(
     notes: list[str] = []
     for index, (where, data) in enumerate(records):
         try:
-            requests.append(_build_request(data, where, fmt, f"{stem}-{index}", notes))
+            if fmt.expand is not None:
+                requests.extend(fmt.expand(data, where, f"{stem}-{index}"))
+            else:
+                requests.append(_build_request(data, where, fmt, f"{stem}-{index}", notes))
         except EditRequestError as exc:
             errors.append(exc)
     _report_problems(label, len(records), errors, notes, skip_invalid)
@@ -588,7 +671,7 @@ def _hub_kwargs(hub_id: str, split: str | None) -> dict[str, Any]:
     if name not in KNOWEDIT_FILES:
         raise ValueError(
             f"split={name!r} is not a KnowEdit benchmark file; choose one of "
-            f"{sorted(KNOWEDIT_FILES)} (WikiBio is not supported)."
+            f"{sorted(KNOWEDIT_FILES)}."
         )
     return {"data_files": KNOWEDIT_FILES[name], "split": "train"}
 
@@ -626,6 +709,12 @@ def _resolve_builtin(name: str) -> Path | _HubSource:
             logger.info("edit_data=%s: using %s ($%s)", name, local, DATA_DIR_ENV)
             return local
         logger.warning("edit_data=%s: %s does not exist; using the Hub copy", name, local)
+    if name not in BUILTIN_HUB:
+        raise FileNotFoundError(
+            f"edit_data={name}: no Hub copy exists; set ${DATA_DIR_ENV} to a folder holding "
+            f"{BUILTIN_LOCAL[name]}, or pass the file's path (MQuAKE: princeton-nlp/MQuAKE's "
+            "datasets/ on GitHub)."
+        )
     hub_id, split = BUILTIN_HUB[name]
     if name == "zsre":
         logger.warning(
@@ -678,7 +767,11 @@ def load_edit_requests(
 def select_requests(
     requests: Sequence[EditRequest], n_edits: int | None, seed: int
 ) -> list[EditRequest]:
-    """Shuffle with ``random.Random(seed)`` and keep the first ``n_edits`` (``None``: all)."""
+    """Shuffle with ``random.Random(seed)`` and keep the first ``n_edits`` (``None``: all).
+
+    Requests of one multi-edit case (same ``extra["group"]``, as MQuAKE's rewrites) move
+    and are kept together: whole cases are taken, in shuffled order, while they fit.
+    """
     if not requests:
         raise ValueError("No edit requests to select from: the edit data is empty.")
     if n_edits is not None and n_edits < 1:
@@ -688,6 +781,21 @@ def select_requests(
             f"n_edits={n_edits} but the edit data has only {len(requests)} records. "
             f"Pass n_edits <= {len(requests)}, or n_edits=None to use all of them."
         )
-    shuffled = list(requests)
+    groups: dict[str, list[EditRequest]] = {}
+    for request in requests:
+        groups.setdefault(str(request.extra.get("group", request.case_id)), []).append(request)
+    shuffled = list(groups.values())
     random.Random(seed).shuffle(shuffled)
-    return shuffled[:n_edits]
+    limit = len(requests) if n_edits is None else n_edits
+    chosen: list[EditRequest] = []
+    for group in shuffled:
+        if len(chosen) + len(group) <= limit:
+            chosen.extend(group)
+    if len(chosen) < limit:
+        logger.warning(
+            "n_edits=%d: whole multi-edit cases give %d edits; using %d.",
+            limit,
+            len(chosen),
+            len(chosen),
+        )
+    return chosen

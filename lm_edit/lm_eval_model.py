@@ -24,6 +24,7 @@ from lm_edit.anatomy import split_anatomy_overrides
 from lm_edit.datasets import load_edit_requests, select_requests
 from lm_edit.editors import EditRecord, hyperparameter_names
 from lm_edit.editors.config import as_dict
+from lm_edit.individual import score_individual
 from lm_edit.offline_model import resolve_pretrained
 from lm_edit.requests import EditRequest
 from lm_edit.session import EditSession, open_session
@@ -39,8 +40,10 @@ EDIT_ARGS = {
     "edit_batch_size": 1,
     "edit_seed": 0,
     "editor_config": None,
+    "individual_scores": True,
 }
 LOCALITY_MAX_TOKENS = 16
+FALSE_WORDS = {"false", "0", "no", "off"}
 
 
 def split_model_args(kwargs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
@@ -97,7 +100,9 @@ class EditedLM(HFLM):
                 "family": self.edit_stream.spec.family,
             },
             unedited_answers=self.greedy_locality_answers(self.planned_requests),
+            tokenizer=self.tokenizer,
         )
+        self.individual_scores = str(edit_args["individual_scores"]).lower() not in FALSE_WORDS
         open_session(self.edit_session)
         if not defer_edits:
             self.edit_up_to(len(self.planned_requests))
@@ -127,10 +132,14 @@ class EditedLM(HFLM):
         logger.info("Edit manifest: %s", json.dumps(self.edit_session.manifest(), default=str))
 
     def _after_batch(self, record: EditRecord) -> None:
-        """Record one applied batch in the session."""
+        """Record one applied batch in the session and, unless ``individual_scores=False``,
+        score its cases right away (their individual scores)."""
         by_id = {r.case_id: r for r in self.planned_requests[self.n_applied :]}
-        self.edit_session.requests.extend(by_id[case_id] for case_id in record.case_ids)
+        batch = [by_id[case_id] for case_id in record.case_ids]
+        self.edit_session.requests.extend(batch)
         self.edit_session.records.append(record.summary())
+        if self.individual_scores:
+            self.edit_session.individual.update(score_individual(self, batch))
 
     @staticmethod
     def _select(edit_args: dict[str, Any]) -> list[EditRequest]:

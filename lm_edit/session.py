@@ -19,7 +19,10 @@ class EditSession:
     """Edited cases (in edit order), the unedited model's locality answers, and provenance.
 
     ``unedited_answers`` maps ``(case_id, locality index)`` to the unedited model's greedy
-    continuation of that locality prompt.
+    continuation of that locality prompt. ``individual`` holds each case's scores taken
+    right after its own edit batch (``case_id -> "kind/index" -> metric -> value``, see
+    :mod:`lm_edit.individual`); the tasks report them beside the scores after all edits.
+    ``tokenizer`` is the edited model's (the teacher-forced tasks split answers with it).
     """
 
     requests: list[EditRequest]
@@ -28,6 +31,8 @@ class EditSession:
     config: dict[str, Any] = field(default_factory=dict)
     unedited_answers: dict[tuple[str, int], str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    individual: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    tokenizer: Any = None
 
     def manifest(self) -> dict[str, Any]:
         """JSON-friendly provenance: editor, config, case ids in order, per-step timings."""

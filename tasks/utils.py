@@ -4,11 +4,31 @@ lm-eval loads this file by path; the logic lives in the installed package so tha
 tasks and the ``edited-hf`` model share one edit session.
 """
 
-from lm_edit.tasks_support import (
-    build_docs,
+from lm_edit.edit_docs import build_forced_docs, build_generation_docs
+from lm_edit.edit_metrics import (
     counterfact_metrics,
+    forced_metrics,
+    generation_metrics,
     harmonic_score,
-    zsre_metrics,
 )
+from lm_edit.edit_task import TeacherForcedTask
+from lm_edit.fluency import mean_per_case, reference_score
+from lm_edit.fluency_task import build_fluency_docs, fluency_metrics
+from lm_edit.mquake import any_per_case, build_mquake_docs, mquake_metrics
 
-__all__ = ["build_docs", "counterfact_metrics", "harmonic_score", "zsre_metrics"]
+__all__ = [
+    "TeacherForcedTask",
+    "any_per_case",
+    "build_mquake_docs",
+    "mquake_metrics",
+    "reference_score",
+    "build_fluency_docs",
+    "build_forced_docs",
+    "build_generation_docs",
+    "counterfact_metrics",
+    "fluency_metrics",
+    "forced_metrics",
+    "generation_metrics",
+    "harmonic_score",
+    "mean_per_case",
+]

@@ -313,9 +313,14 @@ def test_unknown_format_lists_keys_and_formats(tmp_path: Path) -> None:
         assert name in message
 
 
-def test_wikibio_is_rejected() -> None:
-    with pytest.raises(EditRequestError, match=r"WikiBio is not a fact-editing format supported"):
-        load_fixture("wikibio.json")
+def test_wikibio_passage_is_the_prompt_and_the_corrected_sentence_the_target() -> None:
+    (request,) = load_fixture("wikibio.json")
+    assert request.prompt.startswith("This is a Wikipedia passage about jan novak.")
+    assert (request.subject, request.target_new) == ("jan novak", "He studied chemistry in Brno.")
+    assert [(p.answer, p.category) for p in request.locality] == [
+        ("chemist", "Relation_Specificity")
+    ]
+    assert request.extra["format"] == "wikibio"
 
 
 def test_empty_data_is_rejected(tmp_path: Path) -> None:
@@ -496,9 +501,10 @@ def test_real_knowedit_zsre_has_three_subject_mismatches() -> None:
 
 
 @shared_data
-def test_real_wikibio_is_rejected() -> None:
-    with pytest.raises(EditRequestError, match=r"WikiBio"):
-        load_edit_requests(str(SHARED_DATA / "knowedit/benchmark/WikiBio/wikibio-test-all.json"))
+def test_real_wikibio_loads() -> None:
+    path = SHARED_DATA / "knowedit/benchmark/WikiBio/wikibio-test-all.json"
+    requests = load_edit_requests(str(path))
+    assert len(requests) == 306 and all(r.locality for r in requests)
 
 
 @shared_data
@@ -513,7 +519,7 @@ def test_builtin_names_resolve_under_data_dir(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LM_EDIT_DATA_DIR", str(SHARED_DATA))
     monkeypatch.setattr(edit_data, "_read_hub", pytest.fail)
     monkeypatch.setattr(edit_data, "_read_local", spy)
-    for name in ("counterfact", "zsre", "knowedit"):
+    for name in edit_data.BUILTIN_LOCAL:
         load_edit_requests(name)
     assert opened == [
         SHARED_DATA / edit_data.BUILTIN_LOCAL[name] for name in edit_data.BUILTIN_LOCAL

@@ -97,3 +97,19 @@ def test_stock_lm_eval_cli_runs_the_demo(tmp_path):
     results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
     assert set(results["results"]) == {"counterfact_edit", "zsre_edit"}
     assert results["config"]["model_args"]["editor"] == "rome"
+
+
+@pytest.mark.slow
+def test_individual_scores_equal_sequential_ones_when_nothing_changes(task_manager):
+    """With editor=none the model never changes, so scores taken after each (empty) edit
+    batch and after the last one must agree exactly, in both protocols."""
+    _, results = _evaluate(
+        task_manager, ["zsre_edit", "zsre_edit_gen"], editor="none", n_edits=3, edit_data="demo"
+    )
+    forced, generated = results["zsre_edit"], results["zsre_edit_gen"]
+    for name in ("reliability_tf", "reliability_tf_em", "generality_tf", "reliability_prob"):
+        assert forced[f"{name}_individual,none"] == forced[f"{name},none"], name
+    for name in ("reliability_gen", "generality_gen"):
+        assert generated[f"{name}_individual,none"] == generated[f"{name},none"], name
+    assert forced["locality_tf_unedited,none"] == 1.0
+    assert generated["locality_gen_unedited,none"] == 1.0

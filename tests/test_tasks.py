@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
+from lm_edit.edit_docs import build_forced_docs, build_generation_docs
+from lm_edit.edit_metrics import generation_metrics
 from lm_edit.paths import tasks_dir
 from lm_edit.requests import EditRequest, Probe
 from lm_edit.session import EditSession, close_session, open_session
-from lm_edit.tasks_support import (
-    build_docs,
-    case_docs,
-    counterfact_metrics,
-    harmonic_score,
-    zsre_metrics,
-)
+from tests.edit_fakes import WordTokenizer
 
 REQUEST = EditRequest(
     "c1",
@@ -44,7 +38,16 @@ def _declared_name(path) -> str:
 def test_every_task_yaml_loads(task_manager):
     paths = sorted(tasks_dir().rglob("*.yaml"))
     names = {_declared_name(p) for p in paths}
-    assert {"zsre_edit", "counterfact_edit", "edit_capability", "edit_capability_lite"} <= names
+    assert {
+        "zsre_edit",
+        "zsre_edit_gen",
+        "counterfact_edit",
+        "counterfact_edit_gen",
+        "zsre_portability",
+        "knowedit_wiki_recent_gen",
+        "edit_capability",
+        "edit_capability_lite",
+    } <= names
     assert len(paths) == len(names), "two YAMLs declare the same name"
     for path in paths:
         name = _declared_name(path)
@@ -54,9 +57,12 @@ def test_every_task_yaml_loads(task_manager):
 def test_editing_task_runs_under_a_session(task_manager):
     from lm_eval.tasks import get_task_dict
 
-    open_session(EditSession(requests=[REQUEST], editor="none", edit_data="test"))
+    session = EditSession(
+        requests=[REQUEST], editor="none", edit_data="test", tokenizer=WordTokenizer()
+    )
+    open_session(session)
     try:
-        tasks = get_task_dict(["counterfact_edit", "zsre_edit"], task_manager)
+        tasks = get_task_dict(["counterfact_edit", "zsre_edit_gen"], task_manager)
         docs = list(tasks["counterfact_edit"].test_docs())
         assert [d["probe"] for d in docs] == [
             "reliability",
@@ -64,57 +70,59 @@ def test_editing_task_runs_under_a_session(task_manager):
             "locality",
             "portability",
         ]
+        assert len(docs[0]["requests"]) == 2  # " Rome" and " Paris", one token each
+        assert len(list(tasks["zsre_edit_gen"].test_docs())) == 4
     finally:
         close_session()
 
 
-def test_docs_carry_choices_with_a_leading_space():
-    docs = case_docs(REQUEST, {("c1", 0): " Paris, France"})
-    reliability, generality, locality, portability = docs
-    assert reliability["choices"] == [" Rome", " Paris"] and reliability["slots"] == ["new", "true"]
-    assert generality["prompt"] == REQUEST.rephrases[0]
-    assert locality["slots"] == ["gold", "new", "unedited"]
-    assert locality["choices"] == [" Paris", " Rome", " Paris, France"]
-    assert portability["choices"] == [" Rome"]
-
-
-def test_cases_come_from_metadata_without_a_session():
+def test_cases_come_from_metadata_without_a_session(tiny_tokenizer, monkeypatch):
     close_session()
-    docs = build_docs(edit_data="demo", n_edits=3, edit_seed=0)["test"]
+    monkeypatch.setattr(
+        "lm_edit.edit_docs.load_tokenizer", lambda metadata, session: tiny_tokenizer
+    )
+    docs = build_forced_docs(view="zsre_edit", edit_data="demo", n_edits=3, edit_seed=0)["test"]
     assert len({d["case_id"] for d in docs}) == 3
+    gen = build_generation_docs(view="zsre_edit", edit_data="demo", n_edits=3)["test"]
+    assert [d["case_id"] for d in gen] == [d["case_id"] for d in docs]
 
 
-def test_counterfact_metrics_hand_checked():
-    doc = case_docs(REQUEST, None)[0]
-    out = counterfact_metrics(doc, [(-1.0, True), (-3.0, False)])
-    assert out["es_prob"] == 1.0
-    assert out["em_prob"] == pytest.approx(math.exp(-1) - math.exp(-3))
-    assert out["reliability_tf_em"] == 1.0
-    locality = case_docs(REQUEST, None)[2]
-    out = counterfact_metrics(locality, [(-2.0, True), (-0.5, False)])
-    assert out["ns_prob"] == 0.0 and out["nm_prob"] == pytest.approx(math.exp(-2) - math.exp(-0.5))
+def test_teacher_forced_tasks_without_a_tokenizer_say_what_to_pass():
+    close_session()
+    with pytest.raises(ValueError, match="pretrained="):
+        build_forced_docs(view="zsre_edit", edit_data="demo", n_edits=1)
 
 
-def test_zsre_metrics_hand_checked():
-    docs = case_docs(REQUEST, {("c1", 0): " Paris"})
-    assert zsre_metrics(docs[0], [(-1.0, False), (-0.5, True)]) == {
-        "reliability_tf_em": 0.0,
-        "reliability_prob": 0.0,
-    }
-    assert zsre_metrics(docs[2], [(-1.0, True), (-3.0, False), (-1.0, False)]) == {
-        "locality_tf_em_gold": 1.0,
-        "locality_tf_em_unedited": 0.0,
-    }
-    assert zsre_metrics(docs[3], [(-1.0, True)]) == {"portability_tf_em": 1.0}
+def test_a_view_without_matching_probes_reports_nothing(caplog):
+    open_session(EditSession(requests=[REQUEST], editor="none", edit_data="test"))
+    try:
+        docs = list(build_generation_docs(view="zsre_inverse_relation")["test"])
+    finally:
+        close_session()
+    assert [d["probe"] for d in docs] == ["none"]
+    assert generation_metrics(docs[0], [" anything"]) == {}
+    assert "none of the 1 edited cases has portability probes" in caplog.text
 
 
-def test_counterfact_needs_target_true():
-    request = EditRequest("n", "Alice works for", "Alice", "Acme")
-    with pytest.raises(ValueError, match="'n' has no target_true"):
-        counterfact_metrics(case_docs(request, None)[0], [(-1.0, True)])
+def test_cases_lacking_a_probe_kind_are_named(caplog):
+    bare = EditRequest("bare", "Alice works for", "Alice", "Acme", "Initech")
+    open_session(EditSession(requests=[REQUEST, bare], editor="none", edit_data="test"))
+    try:
+        docs = list(build_generation_docs(view="zsre_edit")["test"])
+    finally:
+        close_session()
+    assert [d["probe"] for d in docs if d["case_id"] == "bare"] == ["reliability"]
+    assert "1 of 2 cases have no portability probes; portability metrics leave them out: bare" in (
+        caplog.text
+    )
 
 
-def test_harmonic_score():
-    items = [("es", 1.0), ("es", 1.0), ("ps", 0.5), ("ps", 0.5), ("ns", 1.0)]
-    assert harmonic_score(items) == pytest.approx(3 / (1 + 2 + 1))
-    assert harmonic_score([("es", 1.0), ("ns", 0.0)]) == 0.0
+def test_generation_tasks_generate_like_the_individual_scores():
+    """Individual scores must be taken with the generation settings of the tasks."""
+    import yaml
+
+    from lm_edit.individual import GEN_KWARGS
+
+    text = (tasks_dir() / "_edit_gen_template_yaml").read_text(encoding="utf-8")
+    config = yaml.safe_load(text.replace("!function ", ""))
+    assert config["generation_kwargs"] == GEN_KWARGS
