@@ -97,6 +97,7 @@ class EditedLM(HFLM):
                 "family": self.edit_stream.spec.family,
             },
             unedited_answers=self.greedy_locality_answers(self.planned_requests),
+            planned=self.planned_requests,
         )
         open_session(self.edit_session)
         if not defer_edits:

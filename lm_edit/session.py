@@ -19,7 +19,8 @@ class EditSession:
     """Edited cases (in edit order), the unedited model's locality answers, and provenance.
 
     ``unedited_answers`` maps ``(case_id, locality index)`` to the unedited model's greedy
-    continuation of that locality prompt.
+    continuation of that locality prompt. ``planned`` lists the cases the model will
+    edit; while none is applied yet, the editing tasks score those on the unedited model.
     """
 
     requests: list[EditRequest]
@@ -28,6 +29,7 @@ class EditSession:
     config: dict[str, Any] = field(default_factory=dict)
     unedited_answers: dict[tuple[str, int], str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    planned: list[EditRequest] = field(default_factory=list)
 
     def manifest(self) -> dict[str, Any]:
         """JSON-friendly provenance: editor, config, case ids in order, per-step timings."""
