@@ -157,3 +157,42 @@ def test_a_folder_that_is_not_a_sweep_is_refused(tmp_path):
         SweepState.open(tmp_path, {"a": 1})
     state = SweepState.open(tmp_path / "new", {"a": 1})
     assert (tmp_path / "new" / MANIFEST).is_file() and state.checkpoints == {}
+
+
+def test_interruption_exits_130_and_lists_what_was_saved(tmp_path, monkeypatch, capsys):
+    import lm_edit.sweep.runner as runner
+    from lm_edit.cli import main
+    from lm_edit.sweep.manifest import SweepState
+
+    def interrupted(config, *args, **kwargs):
+        state = SweepState.open(config.output_path, config.fingerprinted())
+        (tmp_path / "out" / "unedited").mkdir()
+        (tmp_path / "out" / "unedited" / "results.json").write_text("{}")
+        state.finish("unedited", 0, {"results": "unedited/results.json"})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_sweep", interrupted)
+    argv = ["sweep", "--model_args", "pretrained=x,edit_data=demo", "--editors", "rome"]
+    argv += [
+        "--checkpoints",
+        "1,10",
+        "--tasks",
+        "zsre_edit",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted. 1 checkpoint(s) are saved" in err
+    assert "unedited/0" in err and "Re-run the same command to resume" in err
+
+
+def test_cli_refuses_a_different_sweep(tmp_path, capsys):
+    from lm_edit.cli import main
+    from lm_edit.sweep.manifest import SweepState
+
+    SweepState.open(tmp_path, {"other": True})
+    argv = ["sweep", "--model_args", "pretrained=x", "--editors", "rome", "--checkpoints", "1"]
+    argv += ["--tasks", "zsre_edit", "--output_path", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
