@@ -43,7 +43,14 @@ def make_sweep(root: Path) -> Path:
     for (editor, n), values in SCORES.items():
         folder = "unedited" if editor == "unedited" else f"{editor}/edits_{n:04d}"
         (root / folder).mkdir(parents=True)
-        (root / folder / "results.json").write_text(json.dumps(_results(*values)))
+        results = _results(*values)
+        matrix = {"parameter": "model.layers.5.mlp.down_proj.weight", "layer": 5}
+        results["lm_edit_sweep"] = {
+            "drift_per_matrix": [
+                {**matrix, "pearson_r": 1 - n / 100, "relative_frobenius": n / 100}
+            ]
+        }
+        (root / folder / "results.json").write_text(json.dumps(results))
         checkpoints[f"{editor}/{n}"] = {
             "editor": editor,
             "n_edits": n,
@@ -110,6 +117,7 @@ def test_report_files(tmp_path):
     names = sorted(p.name for p in written)
     assert names == [
         "damage_curves.png",
+        "drift_by_matrix.png",
         "drift_curves.png",
         "edit_curves.png",
         "report.html",
@@ -119,7 +127,7 @@ def test_report_files(tmp_path):
     assert "| rome | 10 | 25.0 | 20.0 | 22.5 |" in markdown
     assert "![drift_curves](drift_curves.png)" in markdown
     page = (tmp_path / "report" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4
     assert "<td>22.5</td>" in page
     for png in tmp_path.glob("report/*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

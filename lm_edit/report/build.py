@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lm_edit.atomic import save_text
 from lm_edit.report.load import load_sweeps
-from lm_edit.report.plots import damage_curves, drift_curves, edit_curves
+from lm_edit.report.plots import damage_curves, drift_curves, edit_curves, layer_drift_curves
 from lm_edit.report.render import html_page, markdown_table
 from lm_edit.report.tables import damage_table, drift_table, edit_table, leaderboard
 
@@ -26,6 +26,7 @@ def write_report(sweeps: list[Path], output: Path, at: int | None = None) -> lis
             damage_curves(rows, output / "damage_curves.png"),
             edit_curves(rows, output / "edit_curves.png"),
             drift_curves(rows, output / "drift_curves.png"),
+            layer_drift_curves(rows, output / "drift_by_matrix.png"),
         )
         if figure is not None
     ]

@@ -24,6 +24,7 @@ class Checkpoint:
     scores: dict[str, dict[str, float]]
     entry: dict[str, Any] = field(default_factory=dict)
     top_level: list[str] = field(default_factory=list)
+    drift_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -76,6 +77,7 @@ def load_sweep(folder: Path) -> list[Checkpoint]:
                 scores,
                 entry,
                 top_level_tasks(results),
+                results.get("lm_edit_sweep", {}).get("drift_per_matrix", []),
             )
         )
     return rows

@@ -105,3 +105,56 @@ def drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
     if not any(value(r) is not None for r in edited for _, value in panels):
         return None
     return _panels(path, "Parameter drift and language modelling", panels, rows)
+
+
+def layer_drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
+    """Per editor (columns): Pearson r and relative Frobenius norm (rows) of every edited
+    matrix against #edits, one line per matrix, labelled by its layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edited = [r for r in rows if not _is_unedited(r) and r.drift_rows]
+    editors = list(dict.fromkeys(r.editor for r in edited))
+    if not editors:
+        return None
+    fig, axes = plt.subplots(
+        2, len(editors), figsize=(4.5 * len(editors), 6.0), squeeze=False, sharex=True
+    )
+    ticks = sorted({r.n_edits for r in edited})
+    for column, editor in enumerate(editors):
+        series: dict[str, list[tuple[int, dict]]] = {}
+        for row in (r for r in edited if r.editor == editor):
+            for matrix in row.drift_rows:
+                series.setdefault(matrix["parameter"], []).append((row.n_edits, matrix))
+        for line, (key, label) in enumerate(
+            [
+                ("pearson_r", "Pearson r (edited vs. original)"),
+                ("relative_frobenius", "relative Frobenius norm of the change"),
+            ]
+        ):
+            ax = axes[line][column]
+            for name, points in sorted(series.items()):
+                points.sort(key=lambda p: p[0])
+                layer = points[0][1]["layer"]
+                ax.plot(
+                    [n for n, _ in points],
+                    [m[key] for _, m in points],
+                    marker="o",
+                    label=f"layer {layer}" if layer is not None else name,
+                )
+            ax.set_xscale("log")
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
+            ax.set_title(f"{editor}: {label}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if line == 1:
+                ax.set_xlabel("# edits (log)")
+        axes[0][column].legend(fontsize=7)
+    fig.suptitle("Parameter drift per edited matrix")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -82,18 +82,17 @@ def damage_table(rows: list[Checkpoint]) -> Table:
     return Table("Capability after sequential edits (%)", header, body)
 
 
-def _edit_metric_key(name: str) -> tuple[int, str]:
-    rank = next((i for i, p in enumerate(EDIT_ORDER) if name.startswith(p)), len(EDIT_ORDER))
-    return rank, name
+def _edit_metric_rank(name: str) -> int:
+    return next((i for i, p in enumerate(EDIT_ORDER) if name.startswith(p)), len(EDIT_ORDER))
 
 
 def edit_metric_columns(rows: list[Checkpoint]) -> list[tuple[str, str]]:
-    """(task, metric) of every editing metric, reliability first, individual next to
-    sequential."""
+    """(task, metric) of every editing metric: reliability, generality, locality,
+    portability, each group in the order the results report them."""
     columns = []
     for task in edit_tasks(rows):
-        names = {m for row in rows for m in row.scores.get(task, {})}
-        columns += [(task, m) for m in sorted(names, key=_edit_metric_key)]
+        names = dict.fromkeys(m for row in rows for m in row.scores.get(task, {}))
+        columns += [(task, m) for m in sorted(names, key=_edit_metric_rank)]
     return columns
 
 
