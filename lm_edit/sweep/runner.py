@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lm_edit.sweep.drift import drift_summary, earliest_originals, parameter_drift
 from lm_edit.sweep.manifest import UNEDITED, SweepState, checkpoint_dir
-from lm_edit.sweep.outputs import write_checkpoint
+from lm_edit.sweep.outputs import RESULTS, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,10 @@ class Sweep:
     def _checkpoint(self, lm: Any, editor: str, n_edits: int, step_seconds: float = 0.0) -> None:
         """Evaluate the live model and record the checkpoint (results, then manifest)."""
         folder = checkpoint_dir(self.state.root, editor, n_edits)
+        if (folder / RESULTS).exists():
+            logger.warning(
+                "Redoing %s/%d: its results were written but not recorded", editor, n_edits
+            )
         start = time.perf_counter()
         output = self.evaluate(lm, self.config, self.task_manager)
         eval_seconds = time.perf_counter() - start
