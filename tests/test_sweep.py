@@ -196,3 +196,16 @@ def test_cli_refuses_a_different_sweep(tmp_path, capsys):
     argv += ["--tasks", "zsre_edit", "--output_path", str(tmp_path)]
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_overwrite_discards_the_previous_sweep(tmp_path):
+    from lm_edit.sweep.manifest import SweepState
+
+    old = SweepState.open(tmp_path, {"limit": None})
+    (tmp_path / "rome" / "edits_0001").mkdir(parents=True)
+    (tmp_path / "rome" / "edits_0001" / "results.json").write_text("{}")
+    old.finish("rome", 1, {"results": "rome/edits_0001/results.json"})
+    assert SweepState.open(tmp_path, {"limit": None}).is_done("rome", 1)
+    new = SweepState.open(tmp_path, {"limit": 3}, overwrite=True)
+    assert new.checkpoints == {} and not (tmp_path / "rome").exists()
+    assert SweepState.open(tmp_path, {"limit": 3}).checkpoints == {}
