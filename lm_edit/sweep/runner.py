@@ -86,12 +86,13 @@ def load_model(config: SweepConfig, editor: str) -> Any:
     """An ``edited-hf`` model with the sweep's edits planned but none applied."""
     from lm_edit.lm_eval_model import EditedLM
 
+    device = {} if config.device is None else {"device": config.device}
     return EditedLM(
         defer_edits=True,
         editor=editor,
         n_edits=config.n_edits,
-        device=config.device,
         batch_size=config.batch_size,
+        **device,
         **config.model_args,
     )
 
