@@ -9,7 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lm_edit.report.load import Checkpoint
-from lm_edit.report.tables import capability_tasks, edit_metric_columns, primary_metric
+from lm_edit.report.tables import (
+    capability_scores,
+    capability_tasks,
+    edit_metric_columns,
+    primary_metric,
+)
 from lm_edit.sweep.manifest import UNEDITED
 
 Value = Callable[[Checkpoint], float | None]
@@ -29,7 +34,8 @@ def _panels(
 
     columns = min(3, len(panels))
     lines = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.2 * lines), squeeze=False)
+    size = (4.2 * columns + 1.6, 3.2 * lines + 0.4)
+    fig, axes = plt.subplots(lines, columns, figsize=size, squeeze=False)
     editors = list(dict.fromkeys(r.editor for r in rows if not _is_unedited(r)))
     ticks = sorted({r.n_edits for r in rows if not _is_unedited(r)})
     for ax, (name, value) in zip(axes.flat, panels, strict=False):
@@ -54,9 +60,9 @@ def _panels(
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="upper right", fontsize=8)
+    fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.88, 0.95))
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / size[0], 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -70,6 +76,14 @@ def _score(task: str, metric: str) -> Value:
     return value
 
 
+def _average(tasks: list[str], metrics: dict[str, str]) -> Value:
+    def value(row: Checkpoint) -> float | None:
+        scores = [v for v in capability_scores(row, tasks, metrics) if v is not None]
+        return sum(scores) / len(scores) if scores else None
+
+    return value
+
+
 def _entry(section: str, key: str) -> Value:
     def value(row: Checkpoint) -> float | None:
         return (row.entry.get(section) or {}).get(key)
@@ -78,11 +92,12 @@ def _entry(section: str, key: str) -> Value:
 
 
 def damage_curves(rows: list[Checkpoint], path: Path) -> Path | None:
-    """One panel per capability task (its primary metric)."""
+    """One panel per capability task (its primary metric), and their average."""
     tasks = capability_tasks(rows)
-    panels = [
-        (f"{t} ({primary_metric(rows, t)})", _score(t, primary_metric(rows, t))) for t in tasks
-    ]
+    metrics = {t: primary_metric(rows, t) for t in tasks}
+    panels = [(f"{t} ({metrics[t]})", _score(t, metrics[t])) for t in tasks]
+    if len(tasks) > 1:
+        panels.append(("average over tasks", _average(tasks, metrics)))
     return _panels(path, "Capability vs. sequential edits", panels, rows) if panels else None
 
 
