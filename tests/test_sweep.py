@@ -138,6 +138,13 @@ def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolate
     assert redo.calls == [10]
     assert all(torch.equal(expected[k], snapshots[10][k]) for k in expected)
 
+    from lm_edit.report.build import write_report
+
+    write_report([tmp_path / "sweep"], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| tiny_facts (acc) |" in markdown and "| rome | 10 |" in markdown
+    assert (tmp_path / "report" / "drift_by_matrix.png").is_file()
+
     with pytest.raises(SweepFolderError, match="other arguments.*limit"):
         run_sweep(_config(model_dir, tasks, tmp_path / "sweep", limit=2), manager)
 
