@@ -10,6 +10,11 @@ lm-edit capability-data ../shared/data/capability tests/fixtures/capability
                                       benchmarks from local copies (offline runs)
 lm-edit lite-ids ../shared/data/capability
                                       re-run the edit_capability_lite selection rule
+lm-edit sweep --model_args pretrained=smollm2-135m,edit_data=zsre --editors rome,memit \
+  --checkpoints 1,10,50 --tasks zsre_edit,mmlu_high_school_geography --output_path runs/s1
+                                      sequential-editing study: evaluate at each checkpoint
+lm-edit report runs/s1 --output docs/s1
+                                      tables, plots, leaderboard (Markdown and HTML)
 """
 
 from __future__ import annotations
@@ -102,6 +107,105 @@ def _lite_ids(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    import json
+    import signal
+
+    from lm_eval._cli.utils import key_val_to_dict
+
+    from lm_edit.sweep.manifest import MANIFEST
+    from lm_edit.sweep.runner import SweepConfig, run_sweep
+
+    config = SweepConfig(
+        model_args=key_val_to_dict(args.model_args),
+        editors=_csv(args.editors),
+        checkpoints=[int(k) for k in _csv(args.checkpoints)],
+        tasks=_csv(args.tasks),
+        output_path=args.output_path,
+        device=args.device,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        num_fewshot=args.num_fewshot,
+        gen_kwargs=args.gen_kwargs,
+        log_samples=args.log_samples,
+        apply_chat_template=args.apply_chat_template,
+        fewshot_as_multiturn=args.fewshot_as_multiturn,
+        confirm_run_unsafe_code=args.confirm_run_unsafe_code,
+        include_path=args.include_path,
+        seed=args.seed,
+        perplexity=args.perplexity,
+        ppl_model=args.ppl_model,
+        ppl_max_new_tokens=args.ppl_max_new_tokens,
+        overwrite=args.overwrite,
+    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _, events = run_sweep(config)
+    except KeyboardInterrupt:
+        manifest = config.output_path / MANIFEST
+        saved = (
+            json.loads(manifest.read_text()).get("checkpoints", {}) if manifest.is_file() else {}
+        )
+        print(
+            f"\nlm-edit sweep: interrupted. {len(saved)} checkpoint(s) are saved:", file=sys.stderr
+        )
+        for key, entry in sorted(saved.items()):
+            print(f"  {key}: {config.output_path / entry['results']}", file=sys.stderr)
+        print("Re-run the same command to resume.", file=sys.stderr)
+        return 130
+    evaluated = sum(status == "evaluated" for *_, status in events)
+    print(f"sweep: {evaluated} checkpoint(s) evaluated, {len(events) - evaluated} already done")
+    print(f"results and manifest: {config.output_path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lm_edit.report.build import write_report
+
+    written = write_report(args.sweeps, args.output, at=args.at)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser("sweep", help="evaluate sequential edits at checkpoints (resumable)")
+    sweep.add_argument("--model_args", required=True, help="edited-hf arguments, k=v,...")
+    sweep.add_argument("--editors", required=True, help="comma-separated, e.g. rome,memit")
+    sweep.add_argument("--checkpoints", required=True, help="edit counts, e.g. 1,10,20,100")
+    sweep.add_argument("--tasks", required=True, help="comma-separated lm-eval tasks")
+    sweep.add_argument("--output_path", required=True, type=Path, help="the sweep folder")
+    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--batch_size", default=1)
+    sweep.add_argument("--limit", type=float)
+    sweep.add_argument("--num_fewshot", type=int)
+    sweep.add_argument("--gen_kwargs")
+    sweep.add_argument("--log_samples", action="store_true")
+    sweep.add_argument("--apply_chat_template", action="store_true")
+    sweep.add_argument("--fewshot_as_multiturn", action="store_true")
+    sweep.add_argument("--confirm_run_unsafe_code", action="store_true")
+    sweep.add_argument("--include_path", action="append", default=[], help="extra task YAMLs")
+    sweep.add_argument("--seed", type=int, default=0, help="lm-eval's random seeds")
+    sweep.add_argument(
+        "--perplexity", action="store_true", help="adjusted perplexity at each checkpoint"
+    )
+    sweep.add_argument("--ppl_model", help="scoring model (default: the unedited model)")
+    sweep.add_argument("--ppl_max_new_tokens", type=int, default=32)
+    sweep.add_argument(
+        "--overwrite", action="store_true", help="discard a different sweep in the folder"
+    )
+    sweep.set_defaults(run=_sweep)
+    report = sub.add_parser("report", help="tables, plots and leaderboard of sweep folders")
+    report.add_argument("sweeps", type=Path, nargs="+", help="sweep folders")
+    report.add_argument("--output", type=Path, required=True, help="report folder")
+    report.add_argument("--at", type=int, help="#edits for the leaderboard (default: largest)")
+    report.set_defaults(run=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lm-edit`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -137,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     lite.add_argument("--out", type=Path, help="default: tasks/capability/lite_ids.json")
     lite.add_argument("--check", action="store_true", help="compare with the recorded file")
     lite.set_defaults(run=_lite_ids)
+    _add_sweep_parser(sub)
     return parser
 
 

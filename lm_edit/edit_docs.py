@@ -77,11 +77,12 @@ def resolve_view(name: str) -> View:
 def session_or_metadata_requests(
     metadata: dict[str, Any], default_data: str = "demo"
 ) -> tuple[list[EditRequest], EditSession | None]:
-    """The edited cases of the open session, or (under a model that does not edit) the
-    cases named by ``--metadata`` (``edit_data``, ``n_edits``, ``edit_seed``)."""
+    """The edited cases of the open session (its planned cases before the first edit), or
+    (under a model that does not edit) the cases named by ``--metadata`` (``edit_data``,
+    ``n_edits``, ``edit_seed``)."""
     session = active_session()
     if session is not None:
-        return session.requests, session
+        return session.requests or session.planned, session
     n_edits = metadata.get("n_edits", 10)
     requests = load_edit_requests(
         str(metadata.get("edit_data", default_data)), split=metadata.get("edit_split")

@@ -101,6 +101,7 @@ class EditedLM(HFLM):
             },
             unedited_answers=self.greedy_locality_answers(self.planned_requests),
             tokenizer=self.tokenizer,
+            planned=self.planned_requests,
         )
         self.individual_scores = str(edit_args["individual_scores"]).lower() not in FALSE_WORDS
         open_session(self.edit_session)

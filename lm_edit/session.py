@@ -23,6 +23,8 @@ class EditSession:
     right after its own edit batch (``case_id -> "kind/index" -> metric -> value``, see
     :mod:`lm_edit.individual`); the tasks report them beside the scores after all edits.
     ``tokenizer`` is the edited model's (the teacher-forced tasks split answers with it).
+    ``planned`` lists the cases the model will edit; while none is applied yet, the
+    editing tasks score those on the unedited model.
     """
 
     requests: list[EditRequest]
@@ -33,6 +35,7 @@ class EditSession:
     records: list[dict[str, Any]] = field(default_factory=list)
     individual: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     tokenizer: Any = None
+    planned: list[EditRequest] = field(default_factory=list)
 
     def manifest(self) -> dict[str, Any]:
         """JSON-friendly provenance: editor, config, case ids in order, per-step timings."""

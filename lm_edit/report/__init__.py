@@ -1,0 +1,1 @@
+"""``lm-edit report``: tables, curves and a leaderboard from sweep folders."""

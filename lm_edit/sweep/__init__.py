@@ -1,0 +1,1 @@
+"""``lm-edit sweep``: sequential-editing damage studies, evaluated at edit checkpoints."""

@@ -1,0 +1,35 @@
+"""Write one checkpoint's lm-eval output: the results JSON (as ``lm_eval`` writes it, plus
+an ``lm_edit_sweep`` section) and, with ``--log_samples``, one JSONL file per task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lm_eval.utils import handle_non_serializable
+
+from lm_edit.atomic import save_text
+
+RESULTS = "results.json"
+
+
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    return json.dumps(obj, default=handle_non_serializable, ensure_ascii=False, **kwargs)
+
+
+def write_checkpoint(folder: Path, output: dict[str, Any], extra: dict[str, Any]) -> Path:
+    """Write samples (if any) then ``results.json``, each atomically; return the latter."""
+    output = dict(output)
+    samples = output.pop("samples", None) or {}
+    for task, rows in samples.items():
+        text = "".join(_dumps(row) + "\n" for row in rows)
+        save_text(text, folder / f"samples_{task}.jsonl")
+    path = folder / RESULTS
+    save_text(_dumps({**output, "lm_edit_sweep": extra}, indent=1) + "\n", path)
+    return path
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """Load one checkpoint's results JSON."""
+    return json.loads(path.read_text(encoding="utf-8"))

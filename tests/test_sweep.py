@@ -1,0 +1,218 @@
+"""lm-edit sweep on a tiny model: incremental edits equal a fresh run, resume skips
+finished work and redoes a half-written checkpoint, and a different sweep is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_edit.sweep.manifest import MANIFEST, SweepFolderError
+from lm_edit.sweep.runner import SweepConfig, build_task_manager, evaluate_live, run_sweep
+from tests.conftest import make_tiny_model
+
+FIXTURE = Path(__file__).parent / "fixtures" / "sweep" / "tiny_facts.jsonl"
+ROME_FAST = {
+    "v_num_grad_steps": 4,
+    "stats_model_samples": 8,
+    "stats_max_length": 24,
+    "template_spec": [[3, 2]],
+    "layers": [1],
+}
+TASK_YAML = """task: tiny_facts
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+metadata:
+  version: 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny llama with its tokenizer, a local task and one TaskManager."""
+    root = tmp_path_factory.mktemp("sweep")
+    model_dir = root / "model"
+    make_tiny_model("llama", len(tiny_tokenizer)).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    tasks = root / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_facts.yaml").write_text(TASK_YAML.format(data=FIXTURE), encoding="utf-8")
+    return model_dir, tasks
+
+
+def _config(model_dir: Path, tasks: Path, out: Path, **changes) -> SweepConfig:
+    base = {
+        "model_args": {"pretrained": str(model_dir), "edit_data": "demo", **ROME_FAST},
+        "editors": ["rome"],
+        "checkpoints": [2, 10],
+        "tasks": ["tiny_facts", "zsre_edit"],
+        "output_path": out,
+        "device": "cpu",
+        "include_path": [str(tasks)],
+        "perplexity": True,
+        "ppl_max_new_tokens": 6,
+    }
+    return SweepConfig(**{**base, **changes})
+
+
+class Counter:
+    """Counts evaluations while running the real one."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, lm, config, task_manager):
+        self.calls.append(lm.n_applied)
+        return evaluate_live(lm, config, task_manager)
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolated_cache):
+    from lm_edit.lm_eval_model import EditedLM
+
+    model_dir, tasks = tiny_setup
+    config = _config(model_dir, tasks, tmp_path / "sweep")
+    manager = build_task_manager(config)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    counter = Counter()
+
+    def keep(editor, n_edits, lm):
+        snapshots[n_edits] = _weights(lm.model)
+
+    state, events = run_sweep(config, manager, on_checkpoint=keep, evaluate=counter)
+    assert counter.calls == [0, 2, 10]
+    assert [e[2] for e in events] == ["evaluated"] * 3
+
+    fresh = EditedLM(
+        pretrained=str(model_dir),
+        device="cpu",
+        editor="rome",
+        n_edits=10,
+        edit_data="demo",
+        **ROME_FAST,
+    )
+    assert fresh.n_applied == 10
+    expected = _weights(fresh.model)
+    assert set(expected) == set(snapshots[10])
+    assert all(torch.equal(expected[k], snapshots[10][k]) for k in expected)
+    assert not all(torch.equal(expected[k], snapshots[2][k]) for k in expected)
+
+    manifest = json.loads((tmp_path / "sweep" / MANIFEST).read_text())
+    entry = manifest["checkpoints"]["rome/10"]
+    assert entry["case_ids"] == [r.case_id for r in fresh.planned_requests]
+    assert 0 < entry["drift"]["pearson_r"] < 1 and entry["drift"]["relative_frobenius"] > 0
+    assert entry["perplexity"]["adjusted_ppl"] >= entry["perplexity"]["ppl"]
+    results = json.loads((tmp_path / "sweep" / entry["results"]).read_text())
+    assert {"tiny_facts", "zsre_edit"} <= set(results["results"])
+    unedited = json.loads((tmp_path / "sweep" / "unedited" / "results.json").read_text())
+    assert unedited["lm_edit_sweep"]["case_ids"] == []
+    assert "reliability_tf_em,none" in unedited["results"]["zsre_edit"]
+
+    files = sorted((tmp_path / "sweep").rglob("results.json"))
+    stamps = [p.stat().st_mtime_ns for p in files]
+    again = Counter()
+    _, events = run_sweep(config, manager, evaluate=again)
+    assert again.calls == [] and {e[2] for e in events} == {"skipped"}
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+
+    del manifest["checkpoints"]["rome/10"]
+    (tmp_path / "sweep" / MANIFEST).write_text(json.dumps(manifest))
+    redo = Counter()
+    snapshots.clear()
+    run_sweep(config, manager, on_checkpoint=keep, evaluate=redo)
+    assert redo.calls == [10]
+    assert all(torch.equal(expected[k], snapshots[10][k]) for k in expected)
+
+    from lm_edit.report.build import write_report
+
+    write_report([tmp_path / "sweep"], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| tiny_facts (acc) |" in markdown and "| rome | 10 |" in markdown
+    assert (tmp_path / "report" / "drift_by_matrix.png").is_file()
+
+    with pytest.raises(SweepFolderError, match="other arguments.*limit"):
+        run_sweep(_config(model_dir, tasks, tmp_path / "sweep", limit=2), manager)
+
+
+def test_reserved_model_args_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="--editors"):
+        SweepConfig({"pretrained": "x", "editor": "rome"}, ["rome"], [1], ["t"], tmp_path)
+    with pytest.raises(ValueError, match=">= 1"):
+        SweepConfig({"pretrained": "x"}, ["rome"], [0, 5], ["t"], tmp_path)
+
+
+def test_a_folder_that_is_not_a_sweep_is_refused(tmp_path):
+    from lm_edit.sweep.manifest import SweepState
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SweepFolderError, match="not a sweep folder"):
+        SweepState.open(tmp_path, {"a": 1})
+    state = SweepState.open(tmp_path / "new", {"a": 1})
+    assert (tmp_path / "new" / MANIFEST).is_file() and state.checkpoints == {}
+
+
+def test_interruption_exits_130_and_lists_what_was_saved(tmp_path, monkeypatch, capsys):
+    import lm_edit.sweep.runner as runner
+    from lm_edit.cli import main
+    from lm_edit.sweep.manifest import SweepState
+
+    def interrupted(config, *args, **kwargs):
+        state = SweepState.open(config.output_path, config.fingerprinted())
+        (tmp_path / "out" / "unedited").mkdir()
+        (tmp_path / "out" / "unedited" / "results.json").write_text("{}")
+        state.finish("unedited", 0, {"results": "unedited/results.json"})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_sweep", interrupted)
+    argv = ["sweep", "--model_args", "pretrained=x,edit_data=demo", "--editors", "rome"]
+    argv += [
+        "--checkpoints",
+        "1,10",
+        "--tasks",
+        "zsre_edit",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted. 1 checkpoint(s) are saved" in err
+    assert "unedited/0" in err and "Re-run the same command to resume" in err
+
+
+def test_cli_refuses_a_different_sweep(tmp_path, capsys):
+    from lm_edit.cli import main
+    from lm_edit.sweep.manifest import SweepState
+
+    SweepState.open(tmp_path, {"other": True})
+    argv = ["sweep", "--model_args", "pretrained=x", "--editors", "rome", "--checkpoints", "1"]
+    argv += ["--tasks", "zsre_edit", "--output_path", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_overwrite_discards_the_previous_sweep(tmp_path):
+    from lm_edit.sweep.manifest import SweepState
+
+    old = SweepState.open(tmp_path, {"limit": None})
+    (tmp_path / "rome" / "edits_0001").mkdir(parents=True)
+    (tmp_path / "rome" / "edits_0001" / "results.json").write_text("{}")
+    old.finish("rome", 1, {"results": "rome/edits_0001/results.json"})
+    assert SweepState.open(tmp_path, {"limit": None}).is_done("rome", 1)
+    new = SweepState.open(tmp_path, {"limit": 3}, overwrite=True)
+    assert new.checkpoints == {} and not (tmp_path / "rome").exists()
+    assert SweepState.open(tmp_path, {"limit": 3}).checkpoints == {}
