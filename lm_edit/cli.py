@@ -24,6 +24,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _editors(_: argparse.Namespace) -> int:
@@ -138,9 +139,10 @@ def _sweep(args: argparse.Namespace) -> int:
         ppl_max_new_tokens=args.ppl_max_new_tokens,
         overwrite=args.overwrite,
     )
+    wandb = _wandb_logger(args)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        _, events = run_sweep(config)
+        _, events = run_sweep(config, log_results=wandb)
     except KeyboardInterrupt:
         manifest = config.output_path / MANIFEST
         saved = (
@@ -153,10 +155,27 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"  {key}: {config.output_path / entry['results']}", file=sys.stderr)
         print("Re-run the same command to resume.", file=sys.stderr)
         return 130
+    finally:
+        if wandb is not None:
+            wandb.close()
     evaluated = sum(status == "evaluated" for *_, status in events)
     print(f"sweep: {evaluated} checkpoint(s) evaluated, {len(events) - evaluated} already done")
     print(f"results and manifest: {config.output_path}")
     return 0
+
+
+def _wandb_logger(args: argparse.Namespace) -> Any:
+    """lm-eval's W&B logger for the sweep when ``--wandb_args`` is given, else None."""
+    if not args.wandb_args:
+        return None
+    from lm_eval.utils import simple_parse_args_string
+
+    from lm_edit.sweep.loggers import WandbSweepLogger
+
+    return WandbSweepLogger(
+        simple_parse_args_string(args.wandb_args),
+        simple_parse_args_string(args.wandb_config_args or ""),
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -198,6 +217,8 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--overwrite", action="store_true", help="discard a different sweep in the folder"
     )
+    sweep.add_argument("--wandb_args", help="wandb.init arguments k=v,... (one W&B run per editor)")
+    sweep.add_argument("--wandb_config_args", help="extra W&B config k=v,...")
     sweep.set_defaults(run=_sweep)
     report = sub.add_parser("report", help="tables, plots and leaderboard of sweep folders")
     report.add_argument("sweeps", type=Path, nargs="+", help="sweep folders")

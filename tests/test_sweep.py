@@ -94,8 +94,21 @@ def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolate
     def keep(editor, n_edits, lm):
         snapshots[n_edits] = _weights(lm.model)
 
-    state, events = run_sweep(config, manager, on_checkpoint=keep, evaluate=counter)
+    logged: list[tuple[str, int, set[str]]] = []
+
+    def log(editor, n_edits, results):
+        logged.append((editor, n_edits, set(results["results"])))
+
+    state, events = run_sweep(
+        config, manager, on_checkpoint=keep, evaluate=counter, log_results=log
+    )
     assert counter.calls == [0, 2, 10]
+    tasks_seen = {"tiny_facts", "zsre_edit"}
+    assert logged == [
+        ("unedited", 0, tasks_seen),
+        ("rome", 2, tasks_seen),
+        ("rome", 10, tasks_seen),
+    ]
     assert [e[2] for e in events] == ["evaluated"] * 3
 
     fresh = EditedLM(

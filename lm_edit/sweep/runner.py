@@ -160,6 +160,7 @@ def external_scorer(config: SweepConfig) -> Any:
 
 
 CheckpointHook = Callable[[str, int, Any], None]
+ResultsHook = Callable[[str, int, dict[str, Any]], None]
 
 
 @dataclass
@@ -171,6 +172,7 @@ class Sweep:
     task_manager: Any
     evaluate: Callable[[Any, SweepConfig, Any], dict[str, Any]] = evaluate_live
     on_checkpoint: CheckpointHook | None = None
+    log_results: ResultsHook | None = None
     events: list[tuple[str, int, str]] = field(default_factory=list)
     scorer: Any = None
 
@@ -240,6 +242,8 @@ class Sweep:
         }
         extra = {**entry, "drift_per_matrix": drift, "session": lm.edit_session.manifest()}
         path = write_checkpoint(folder, output, extra)
+        if self.log_results is not None:
+            self.log_results(editor, n_edits, output)
         entry["results"] = str(path.relative_to(self.state.root))
         entry["editor_config"] = lm.edit_session.config
         self.state.finish(editor, n_edits, entry)
@@ -254,8 +258,10 @@ def run_sweep(
     task_manager: Any = None,
     on_checkpoint: CheckpointHook | None = None,
     evaluate: Callable[[Any, SweepConfig, Any], dict[str, Any]] = evaluate_live,
+    log_results: ResultsHook | None = None,
 ) -> tuple[SweepState, list[tuple[str, int, str]]]:
-    """Run or resume the sweep described by ``config``; return its state and events."""
+    """Run or resume the sweep described by ``config``; return its state and events.
+    ``log_results(editor, n_edits, results)`` sees every evaluated checkpoint's output."""
     state = SweepState.open(config.output_path, config.fingerprinted(), config.overwrite)
     sweep = Sweep(
         config,
@@ -263,5 +269,6 @@ def run_sweep(
         task_manager or build_task_manager(config),
         evaluate=evaluate,
         on_checkpoint=on_checkpoint,
+        log_results=log_results,
     )
     return state, sweep.run()
