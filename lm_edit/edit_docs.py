@@ -31,12 +31,14 @@ logger = logging.getLogger(__name__)
 class View:
     """Which probes a task scores. ``categories`` (when set) keeps only locality and
     portability probes of those dataset categories; ``breakdown`` adds per-category
-    metrics; ``default_data`` is read when no edit session is open."""
+    metrics; ``default_data`` is read when no edit session is open; ``true_object`` marks
+    views whose metrics (CounterFact's ES/PS) compare the new object with the true one."""
 
     kinds: tuple[str, ...] = KINDS
     categories: tuple[str, ...] | None = None
     breakdown: bool = False
     default_data: str = "demo"
+    true_object: bool = False
 
 
 KNOWEDIT_CATEGORIES = (
@@ -48,7 +50,7 @@ KNOWEDIT_CATEGORIES = (
 )
 VIEWS: dict[str, View] = {
     "zsre_edit": View(default_data="demo"),
-    "counterfact_edit": View(default_data="demo"),
+    "counterfact_edit": View(default_data="demo", true_object=True),
     "zsre_portability": View(("portability",), ("one_hop",), default_data="zsre"),
     "counterfact_portability": View(("portability",), ("one_hop",), default_data="counterfact"),
     "zsre_subject_replace": View(("portability",), ("subject_replace",), default_data="zsre"),
@@ -153,6 +155,20 @@ def view_probes(
                 missing[kind].append(request.case_id)
     _report_missing(view_name, view, missing, len(requests))
     return items
+
+
+def _report_no_true_object(view_name: str, requests: list[EditRequest]) -> None:
+    """Log the cases without a true object: ES/PS (and S) leave them out."""
+    cases = [request.case_id for request in requests if not request.target_true]
+    if cases:
+        logger.warning(
+            "%s: %d of %d cases have no true object (target_true); ES/PS/EM/PM and S "
+            "leave them out, the other metrics score them: %s",
+            view_name,
+            len(cases),
+            len(requests),
+            ", ".join(cases[:10]) + (" ..." if len(cases) > 10 else ""),
+        )
 
 
 def _individual(session: EditSession | None, item: ProbeItem) -> str:
@@ -260,6 +276,8 @@ def build_forced_docs(view: str, **metadata: Any):
     requests, session = session_or_metadata_requests(metadata, resolve_view(view).default_data)
     tokenizer = load_tokenizer(metadata, session)
     items = view_probes(view, requests, session)
+    if resolve_view(view).true_object:
+        _report_no_true_object(view, requests)
     docs = [forced_doc(view, item, tokenizer, session) for item in items]
     return as_dataset(docs or [placeholder_doc(forced=True)])
 

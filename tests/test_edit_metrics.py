@@ -191,11 +191,29 @@ def test_counterfact_metrics_hand_checked():
     assert out["nm_prob"] == pytest.approx(math.exp(-2.0) - math.exp(-1.0))
 
 
-def test_counterfact_needs_target_true():
+def test_counterfact_without_true_object_leaves_es_out():
     request = EditRequest("n", "Alice works for", "Alice", "Acme")
     doc = forced_doc("counterfact_edit", case_probes(request)[0], TOK)
-    with pytest.raises(ValueError, match="'n' has no target_true"):
-        counterfact_metrics(doc, [(-1.0, True)])
+    out = counterfact_metrics(doc, [(-1.0, True)])
+    assert out["reliability_tf"] == 1.0
+    assert not {"es_prob", "em_prob", "s_prob", "reliability_prob"} & set(out)
+
+
+def test_counterfact_docs_log_cases_without_true_object(caplog):
+    requests = [
+        EditRequest("with", "Bob works for", "Bob", "Acme", target_true="Initech"),
+        EditRequest("without", "Alice works for", "Alice", "Acme"),
+    ]
+    session = EditSession(requests=requests, editor="fake", edit_data="test", tokenizer=TOK)
+    open_session(session)
+    try:
+        with caplog.at_level("WARNING", logger="lm_edit"):
+            docs = list(build_forced_docs(view="counterfact_edit")["test"])
+    finally:
+        close_session()
+    assert {doc["case_id"] for doc in docs} == {"with", "without"}
+    assert "counterfact_edit: 1 of 2 cases have no true object" in caplog.text
+    assert caplog.text.rstrip().endswith(": without")
 
 
 def test_harmonic_score():
