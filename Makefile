@@ -29,11 +29,20 @@ demo: setup
 capability-data: setup
 	$(VENV)/bin/lm-edit capability-data $(CAPABILITY_DATA) tests/fixtures/capability
 
+# Each model state answers into its own lm-eval request cache, keyed by the model arguments
+# and a digest of lm-edit's code, tasks and editor configs, so an interrupted run resumes
+# where it stopped and a code change starts afresh (the edits are deterministic).
+CODE_DIGEST = $(shell find lm_edit tasks editors -type f \( -name '*.py' -o -name '*.yaml' \
+  -o -name '*.json' -o -name '*_yaml' \) | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)
+
 capability: capability-data
 	for args in pretrained=smollm2-135m,editor=none $(CAPABILITY_ARGS); do \
+	  cache=results/capability-cache/$(CODE_DIGEST)/$$(echo $$args | tr ',=/' '_-_'); \
+	  mkdir -p $$(dirname $$cache); \
 	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/lm_eval --model edited-hf \
 	    --model_args $$args --tasks edit_capability_lite,zsre_edit \
-	    --confirm_run_unsafe_code --device cpu --batch_size 4 --output_path results/ || exit 1; \
+	    --confirm_run_unsafe_code --device cpu --batch_size 4 --use_cache $$cache \
+	    --output_path results/ || exit 1; \
 	done
 
 test: setup

@@ -229,3 +229,17 @@ def test_overwrite_discards_the_previous_sweep(tmp_path):
     new = SweepState.open(tmp_path, {"limit": 3}, overwrite=True)
     assert new.checkpoints == {} and not (tmp_path / "rome").exists()
     assert SweepState.open(tmp_path, {"limit": 3}).checkpoints == {}
+
+
+def test_a_second_sweep_on_a_busy_folder_is_refused(tmp_path):
+    from lm_edit.sweep.lock import sweep_folder_lock
+    from lm_edit.sweep.manifest import SweepState
+
+    config = SweepConfig({"pretrained": "x"}, ["rome"], [1], ["t"], tmp_path / "busy")
+    with sweep_folder_lock(config.output_path):
+        with pytest.raises(SweepFolderError, match=r"Another lm-edit sweep \(pid \d+\)"):
+            run_sweep(config, task_manager=object())
+        assert not (config.output_path / MANIFEST).exists()
+    with sweep_folder_lock(config.output_path):
+        state = SweepState.open(config.output_path, {"a": 1})
+    assert state.checkpoints == {}

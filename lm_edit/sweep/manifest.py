@@ -26,6 +26,7 @@ from lm_edit.atomic import save_text
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+LOCK_NAME = ".sweep.lock"
 FORMAT = 1
 UNEDITED = "unedited"
 PACKAGES = ("lm-edit", "lm_eval", "torch", "transformers", "datasets")
@@ -97,7 +98,7 @@ class SweepState:
                     "--overwrite to discard it."
                 )
             cls._discard(root, saved)
-        elif root.is_dir() and any(root.iterdir()) and not overwrite:
+        elif root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()) and not overwrite:
             raise SweepFolderError(
                 f"{root} is not empty and has no {MANIFEST}: it is not a sweep folder. Choose "
                 "an empty or new --output_path (or pass --overwrite to write into it anyway)."

@@ -18,6 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lm_edit.sweep.drift import drift_summary, earliest_originals, parameter_drift
+from lm_edit.sweep.lock import sweep_folder_lock
 from lm_edit.sweep.manifest import UNEDITED, SweepState, checkpoint_dir
 from lm_edit.sweep.outputs import RESULTS, write_checkpoint
 
@@ -262,13 +263,14 @@ def run_sweep(
 ) -> tuple[SweepState, list[tuple[str, int, str]]]:
     """Run or resume the sweep described by ``config``; return its state and events.
     ``log_results(editor, n_edits, results)`` sees every evaluated checkpoint's output."""
-    state = SweepState.open(config.output_path, config.fingerprinted(), config.overwrite)
-    sweep = Sweep(
-        config,
-        state,
-        task_manager or build_task_manager(config),
-        evaluate=evaluate,
-        on_checkpoint=on_checkpoint,
-        log_results=log_results,
-    )
-    return state, sweep.run()
+    with sweep_folder_lock(config.output_path):
+        state = SweepState.open(config.output_path, config.fingerprinted(), config.overwrite)
+        sweep = Sweep(
+            config,
+            state,
+            task_manager or build_task_manager(config),
+            evaluate=evaluate,
+            on_checkpoint=on_checkpoint,
+            log_results=log_results,
+        )
+        return state, sweep.run()
