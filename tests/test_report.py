@@ -10,7 +10,7 @@ import pytest
 
 from lm_edit.report.build import write_report
 from lm_edit.report.load import load_sweeps
-from lm_edit.report.tables import damage_table, edit_table, leaderboard
+from lm_edit.report.tables import damage_table, edit_success_tables, edit_table, leaderboard
 
 # (editor, n_edits): (cap_a acc, cap_b exact_match, reliability, individual reliability)
 SCORES = {
@@ -87,6 +87,11 @@ def test_damage_and_edit_tables(tmp_path):
     ]
     assert _row(edits, "rome", 10)[2:] == pytest.approx([60.0, 90.0])
     assert _row(edits, "unedited", 0)[3] is None
+    (success,) = edit_success_tables(rows)
+    assert success.title == "Edit success on zsre_edit (%)"
+    assert success.header == ["editor", "#edits", "reliability", "reliability (individual)"]
+    assert _row(success, "memit", 10)[2:] == pytest.approx([80.0, 95.0])
+    assert "reliability: `reliability_tf_em`" in success.note
 
 
 def test_leaderboard_ranks_by_capability_retained(tmp_path):

@@ -9,7 +9,13 @@ from lm_edit.atomic import save_text
 from lm_edit.report.load import load_sweeps
 from lm_edit.report.plots import damage_curves, drift_curves, edit_curves, layer_drift_curves
 from lm_edit.report.render import html_page, markdown_table
-from lm_edit.report.tables import damage_table, drift_table, edit_table, leaderboard
+from lm_edit.report.tables import (
+    damage_table,
+    drift_table,
+    edit_success_tables,
+    edit_table,
+    leaderboard,
+)
 
 TITLE = "Sequential-editing study"
 
@@ -19,7 +25,8 @@ def write_report(sweeps: list[Path], output: Path, at: int | None = None) -> lis
     rows = load_sweeps(sweeps)
     if not rows:
         raise ValueError(f"No finished checkpoints in {', '.join(map(str, sweeps))}.")
-    tables = [leaderboard(rows, at), damage_table(rows), edit_table(rows), drift_table(rows)]
+    tables = [leaderboard(rows, at), damage_table(rows), *edit_success_tables(rows)]
+    tables += [drift_table(rows), edit_table(rows)]
     figures = [
         figure
         for figure in (

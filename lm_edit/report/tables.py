@@ -1,8 +1,10 @@
 """The report's tables, as plain header + rows (rendered to Markdown or HTML elsewhere).
 
 * damage table (Table 1 of Lin et al., 2024): editor x #edits x capability tasks + average;
-* editing table (Table 2 layout): every metric of the editing tasks, sequential (scored
-  after the checkpoint's last edit) and, when the results have them, individual columns;
+* edit-success tables (Table 2 layout), one per editing task: reliability, generality,
+  locality and portability, each by the task's first metric of that kind, sequential
+  (scored after the checkpoint's last edit) beside individual (right after its own edit);
+* editing table: every metric of the editing tasks, for reference;
 * drift table: parameter drift, language modelling, edit time and memory;
 * leaderboard: editors ranked by capability retained at one #edits.
 """
@@ -16,6 +18,11 @@ from lm_edit.report.load import Checkpoint, is_edit_task
 from lm_edit.sweep.manifest import UNEDITED
 
 EDIT_ORDER = ("reliability", "es_", "generality", "ps_", "locality", "ns_", "portability")
+PROBE_KINDS = ("reliability", "generality", "locality", "portability")
+# Locality's headline is agreement with the unedited model (the definition of Yao et al.,
+# 2023), when the task reports it.
+PREFERRED = {"locality": "unedited"}
+INDIVIDUAL = "_individual"
 
 
 @dataclass
@@ -96,6 +103,52 @@ def edit_metric_columns(rows: list[Checkpoint]) -> list[tuple[str, str]]:
     return columns
 
 
+def headline_metrics(rows: list[Checkpoint], task: str) -> list[tuple[str, str, str | None]]:
+    """(probe kind, sequential metric, its individual twin or None) for every kind the
+    task reports: each kind's first sequential metric in the results' order (for locality
+    the first against the unedited model, when there is one)."""
+    names = list(dict.fromkeys(m for row in rows for m in row.scores.get(task, {})))
+    out = []
+    for kind in PROBE_KINDS:
+        sequential = [m for m in names if m.startswith(kind) and INDIVIDUAL not in m]
+        preferred = [m for m in sequential if PREFERRED.get(kind, "\0") in m]
+        sequential = preferred or sequential
+        if sequential:
+            twin = f"{sequential[0]}{INDIVIDUAL}"
+            out.append((kind, sequential[0], twin if twin in names else None))
+    return out
+
+
+def edit_success_tables(rows: list[Checkpoint]) -> list[Table]:
+    """Per editing task, the Table 2 layout: each probe kind's headline metric (%),
+    sequential and, where recorded, individual."""
+    tables = []
+    for task in edit_tasks(rows):
+        columns = headline_metrics(rows, task)
+        if not columns:
+            continue
+        header, metrics = ["editor", "#edits"], []
+        for kind, sequential, individual in columns:
+            header.append(kind)
+            metrics.append(sequential)
+            if individual:
+                header.append(f"{kind} (individual)")
+                metrics.append(individual)
+        body = [
+            [row.editor, row.n_edits, *[_pct(row.scores.get(task, {}).get(m)) for m in metrics]]
+            for row in rows
+            if row.scores.get(task)
+        ]
+        used = ", ".join(f"{kind}: `{sequential}`" for kind, sequential, _ in columns)
+        note = (
+            f"Metrics: {used}. Sequential scores are taken after the checkpoint's last edit on "
+            "every case edited so far; *individual* scores each case right after its own edit. "
+            "The unedited row scores the planned cases before any edit."
+        )
+        tables.append(Table(f"Edit success on {task} (%)", header, body, note))
+    return tables
+
+
 def edit_table(rows: list[Checkpoint]) -> Table:
     """Every editing metric per checkpoint (%); ``individual`` in a name marks a score
     taken right after that case's own edit, the rest are sequential."""
@@ -110,7 +163,7 @@ def edit_table(rows: list[Checkpoint]) -> Table:
         "far; columns named *individual* (when the editing tasks report them) score each case "
         "right after its own edit. The unedited row scores the planned cases before any edit."
     )
-    return Table("Edit success: reliability and generalisation (%)", header, body, note)
+    return Table("All editing metrics (%)", header, body, note)
 
 
 def _mib(value: int | None) -> float | None:
