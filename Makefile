@@ -10,6 +10,12 @@ CAPABILITY_ARGS ?= pretrained=smollm2-135m,editor=rome,n_edits=5
 
 .PHONY: setup demo test test-fast lint bench capability-data capability
 
+# glibc maps every block over 32 MiB afresh and unmaps it on free, so each v* step's logits
+# and gradients are page-faulted and zeroed again; keeping freed memory in the process
+# makes a ROME edit about 25% faster on CPU (bench/bench_allocator.py).
+export MALLOC_MMAP_MAX_ = 0
+export MALLOC_TRIM_THRESHOLD_ = 68719476736
+
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
