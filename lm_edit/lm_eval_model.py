@@ -155,20 +155,47 @@ class EditedLM(HFLM):
 
     def greedy_locality_answers(self, requests: list[EditRequest]) -> dict[tuple[str, int], str]:
         """The current model's greedy continuation of every locality prompt, as long (in
-        tokens) as the probe's gold answer, through HFLM's own generation."""
-        keys, instances = [], []
+        tokens) as the probe's gold answer not counting leading whitespace-only tokens,
+        through HFLM's own generation (cut at a line break, at most 16 tokens).
+
+        A continuation that opens with a bare space token (``" "`` before ``"1999"``)
+        would otherwise be all whitespace: vacuous under teacher forcing and never
+        matched in generation. Such answers get one more token until they show text.
+        """
+        budgets: dict[tuple[str, int], int] = {}
+        prompts: dict[tuple[str, int], str] = {}
         for request in requests:
             for index, probe in enumerate(request.locality):
                 length = len(self.tok_encode(" " + probe.answer, add_special_tokens=False))
-                gen = {
-                    "until": ["\n"],
-                    "max_gen_toks": max(1, min(length, LOCALITY_MAX_TOKENS)),
-                    "do_sample": False,
-                }
-                keys.append((request.case_id, index))
-                instances.append(
-                    Instance("generate_until", {}, (probe.prompt, gen), len(instances))
-                )
+                budgets[(request.case_id, index)] = max(1, min(length, LOCALITY_MAX_TOKENS))
+                prompts[(request.case_id, index)] = probe.prompt
+        answers: dict[tuple[str, int], str] = {}
+        pending = list(prompts)
+        while pending:
+            answers.update(self._greedy(prompts, budgets, pending))
+            pending = [
+                key
+                for key in pending
+                if answers[key] and not answers[key].strip() and budgets[key] < LOCALITY_MAX_TOKENS
+            ]
+            for key in pending:
+                budgets[key] += 1
+        return answers
+
+    def _greedy(
+        self, prompts: dict[tuple[str, int], str], budgets: dict[tuple[str, int], int], keys: list
+    ) -> dict[tuple[str, int], str]:
+        """Greedy continuations of ``prompts[key]`` with ``budgets[key]`` tokens, cut at a
+        line break."""
+        instances = [
+            Instance(
+                "generate_until",
+                {},
+                (prompts[key], {"until": ["\n"], "max_gen_toks": budgets[key], "do_sample": False}),
+                position,
+            )
+            for position, key in enumerate(keys)
+        ]
         if not instances:
             return {}
         return dict(zip(keys, self.generate_until(instances, disable_tqdm=True), strict=True))
