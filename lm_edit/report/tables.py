@@ -14,15 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import mean
 
+from lm_edit.probes import KINDS as PROBE_KINDS
 from lm_edit.report.load import Checkpoint, is_edit_task
 from lm_edit.sweep.manifest import UNEDITED
 
 EDIT_ORDER = ("reliability", "es_", "generality", "ps_", "locality", "ns_", "portability")
-PROBE_KINDS = ("reliability", "generality", "locality", "portability")
 # Locality's headline is agreement with the unedited model (the definition of Yao et al.,
 # 2023), when the task reports it.
 PREFERRED = {"locality": "unedited"}
 INDIVIDUAL = "_individual"
+SEQUENTIAL_NOTE = (
+    "Sequential scores are taken after the checkpoint's last edit, on all cases edited so far; "
+    "*individual* scores each case right after its own edit. The unedited row scores the "
+    "planned cases before any edit."
+)
 
 
 @dataclass
@@ -140,11 +145,7 @@ def edit_success_tables(rows: list[Checkpoint]) -> list[Table]:
             if row.scores.get(task)
         ]
         used = ", ".join(f"{kind}: `{sequential}`" for kind, sequential, _ in columns)
-        note = (
-            f"Metrics: {used}. Sequential scores are taken after the checkpoint's last edit on "
-            "every case edited so far; *individual* scores each case right after its own edit. "
-            "The unedited row scores the planned cases before any edit."
-        )
+        note = f"Metrics: {used}. {SEQUENTIAL_NOTE}"
         tables.append(Table(f"Edit success on {task} (%)", header, body, note))
     return tables
 
@@ -158,12 +159,7 @@ def edit_table(rows: list[Checkpoint]) -> Table:
         [row.editor, row.n_edits, *[_pct(row.scores.get(t, {}).get(m)) for t, m in columns]]
         for row in rows
     ]
-    note = (
-        "Sequential scores are taken after the checkpoint's last edit, on all cases edited so "
-        "far; columns named *individual* (when the editing tasks report them) score each case "
-        "right after its own edit. The unedited row scores the planned cases before any edit."
-    )
-    return Table("All editing metrics (%)", header, body, note)
+    return Table("All editing metrics (%)", header, body, SEQUENTIAL_NOTE)
 
 
 def _mib(value: int | None) -> float | None:
