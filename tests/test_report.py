@@ -10,6 +10,7 @@ import pytest
 
 from lm_edit.report.build import write_report
 from lm_edit.report.load import load_sweeps
+from lm_edit.report.plots import edit_curve_metrics
 from lm_edit.report.tables import damage_table, edit_success_tables, edit_table, leaderboard
 
 # (editor, n_edits): (cap_a acc, cap_b exact_match, reliability, individual reliability)
@@ -136,6 +137,20 @@ def test_report_files(tmp_path):
     assert "<td>22.5</td>" in page
     for png in tmp_path.glob("report/*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_edit_curves_draw_headline_metrics_only(tmp_path):
+    rows = load_sweeps([make_sweep(tmp_path / "s1")])
+    for row in rows:
+        scores = row.scores["zsre_edit"]
+        scores["reliability_tf_token_acc"] = scores["reliability_tf_em"]
+        scores["locality_gen_unedited"] = 0.9
+        scores["locality_gen"] = 0.5
+    assert edit_curve_metrics(rows) == [
+        ("zsre_edit", "reliability_tf_em"),
+        ("zsre_edit", "reliability_tf_em_individual"),
+        ("zsre_edit", "locality_gen_unedited"),
+    ]
 
 
 def test_missing_manifest_is_explained(tmp_path):

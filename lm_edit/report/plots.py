@@ -12,7 +12,8 @@ from lm_edit.report.load import Checkpoint
 from lm_edit.report.tables import (
     capability_scores,
     capability_tasks,
-    edit_metric_columns,
+    edit_tasks,
+    headline_metrics,
     primary_metric,
 )
 from lm_edit.sweep.manifest import UNEDITED
@@ -101,9 +102,21 @@ def damage_curves(rows: list[Checkpoint], path: Path) -> Path | None:
     return _panels(path, "Capability vs. sequential edits", panels, rows) if panels else None
 
 
+def edit_curve_metrics(rows: list[Checkpoint]) -> list[tuple[str, str]]:
+    """(task, metric) drawn by the editing curves: the headline metrics of the edit
+    success tables, each sequential one followed by its individual twin where recorded."""
+    return [
+        (task, metric)
+        for task in edit_tasks(rows)
+        for _, sequential, individual in headline_metrics(rows, task)
+        for metric in (sequential, individual)
+        if metric
+    ]
+
+
 def edit_curves(rows: list[Checkpoint], path: Path) -> Path | None:
-    """One panel per editing metric."""
-    panels = [(f"{t} {m}", _score(t, m)) for t, m in edit_metric_columns(rows)]
+    """One panel per editing task and headline metric (see ``edit_curve_metrics``)."""
+    panels = [(f"{t} {m}", _score(t, m)) for t, m in edit_curve_metrics(rows)]
     return _panels(path, "Editing metrics vs. sequential edits", panels, rows) if panels else None
 
 
