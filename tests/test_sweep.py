@@ -51,7 +51,7 @@ def tiny_setup(tmp_path_factory, tiny_tokenizer):
     return model_dir, tasks
 
 
-def _config(model_dir: Path, tasks: Path, out: Path, **changes) -> SweepConfig:
+def _config(model_dir: Path, task_dir: Path, out: Path, **changes) -> SweepConfig:
     base = {
         "model_args": {"pretrained": str(model_dir), "edit_data": "demo", **ROME_FAST},
         "editors": ["rome"],
@@ -59,7 +59,7 @@ def _config(model_dir: Path, tasks: Path, out: Path, **changes) -> SweepConfig:
         "tasks": ["tiny_facts", "zsre_edit"],
         "output_path": out,
         "device": "cpu",
-        "include_path": [str(tasks)],
+        "include_path": [str(task_dir)],
         "perplexity": True,
         "ppl_max_new_tokens": 6,
     }
@@ -160,6 +160,27 @@ def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolate
 
     with pytest.raises(SweepFolderError, match="other arguments.*limit"):
         run_sweep(_config(model_dir, tasks, tmp_path / "sweep", limit=2), manager)
+
+
+@pytest.mark.parametrize("bad_task", ["no_such_task_anywhere", "broken_data"])
+def test_a_task_that_cannot_load_fails_before_any_edit(tiny_setup, tmp_path, bad_task):
+    from lm_edit.sweep.runner import SweepTaskError
+
+    model_dir, tasks = tiny_setup
+    broken = TASK_YAML.format(data=tmp_path / "missing.jsonl").replace("tiny_facts", bad_task)
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "broken_data.yaml").write_text(broken, encoding="utf-8")
+    config = _config(
+        model_dir,
+        tasks,
+        tmp_path / "sweep",
+        tasks=["tiny_facts", bad_task],
+        include_path=[str(tasks), str(tmp_path / "tasks")],
+    )
+    with pytest.raises(SweepTaskError, match=f"{bad_task} could not be built.*capability-data"):
+        run_sweep(config, build_task_manager(config))
+    manifest = json.loads((tmp_path / "sweep" / MANIFEST).read_text())
+    assert manifest["checkpoints"] == {}
 
 
 def test_reserved_model_args_are_refused(tmp_path):

@@ -121,6 +121,25 @@ def evaluate_live(lm: Any, config: SweepConfig, task_manager: Any) -> dict[str, 
     )
 
 
+class SweepTaskError(ValueError):
+    """A task of the sweep cannot be built."""
+
+
+def check_tasks_load(config: SweepConfig, task_manager: Any) -> None:
+    """Build every task once before any edit or evaluation, so a task that cannot load
+    (a misspelt name, a benchmark without data offline) fails in seconds, not after the
+    edits."""
+    try:
+        task_manager.load(list(config.tasks))
+    except Exception as error:
+        raise SweepTaskError(
+            f"The sweep's tasks {','.join(config.tasks)} could not be built, so nothing was "
+            f"edited or evaluated: {type(error).__name__}: {error}. Check the task names "
+            "(lm_eval ls tasks); offline, benchmarks need local copies of their data "
+            "(lm-edit capability-data <folder>, see tasks/README.md)."
+        ) from error
+
+
 def build_task_manager(config: SweepConfig) -> Any:
     """lm-eval's TaskManager with lm-edit's tasks and any ``--include_path`` (built once)."""
     from lm_eval.tasks import TaskManager
@@ -176,6 +195,7 @@ class Sweep:
     log_results: ResultsHook | None = None
     events: list[tuple[str, int, str]] = field(default_factory=list)
     scorer: Any = None
+    tasks_checked: bool = False
 
     def run(self) -> list[tuple[str, int, str]]:
         """Run (or resume) every editor; return (editor, n_edits, "evaluated"/"skipped")."""
@@ -198,6 +218,9 @@ class Sweep:
             logger.info("Editor %s: every checkpoint is finished, skipped", editor)
             return
         lm = load_model(config, editor)
+        if not self.tasks_checked:
+            check_tasks_load(config, self.task_manager)
+            self.tasks_checked = True
         if unedited_todo:
             self._checkpoint(lm, UNEDITED, 0)
             bar.update()
