@@ -46,8 +46,9 @@ capability: capability-data
 	  cache=results/capability-cache/$(CODE_DIGEST)/$$(echo $$args | tr ',=/' '_-_'); \
 	  mkdir -p $$(dirname $$cache); \
 	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/lm_eval --model edited-hf \
-	    --model_args $$args --tasks edit_capability_lite,zsre_edit \
+	    --model_args $$args,generation_batch_size=16 --tasks edit_capability_lite,zsre_edit \
 	    --confirm_run_unsafe_code --device cpu --batch_size 4 --use_cache $$cache \
+	    --gen_kwargs cache_implementation=static \
 	    --output_path results/ || exit 1; \
 	done
 

@@ -8,6 +8,8 @@ The model is loaded exactly as ``--model hf`` loads it (every HFLM argument work
 arguments below are removed before HFLM sees them. Any other argument that names a
 hyperparameter of the chosen editor (``layers=[5]``, ``v_lr=0.1``...) overrides it, and
 ``layers_module=`` / ``mlp_out_module=``... override the model anatomy.
+``generation_batch_size=N`` batches generation requests by N while log-likelihood
+requests keep ``batch_size``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,22 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
     return edit_args, hyper, anatomy, hflm
 
 
+def parse_generation_batch_size(value: Any) -> int | None:
+    """``generation_batch_size`` as a positive int, or None (use ``batch_size``)."""
+    if value in (None, "", "none", "None"):
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1:
+        raise ValueError(
+            f"generation_batch_size={value!r}: expected a positive integer (or leave it out "
+            "to batch generation like log-likelihood, by batch_size)."
+        )
+    return size
+
+
 def share_lm_eval_logging() -> None:
     """Send lm-edit's log lines through lm-eval's handlers, at lm-eval's level, so the
     statistics source and the edit manifest appear in the CLI's output."""
@@ -77,6 +95,9 @@ class EditedLM(HFLM):
         """Load the model, open the edit session and apply all chosen edits, or none of
         them yet with ``defer_edits=True`` (then :meth:`edit_up_to` applies them)."""
         share_lm_eval_logging()
+        self.generation_batch_size = parse_generation_batch_size(
+            kwargs.pop("generation_batch_size", None)
+        )
         edit_args, hyper, anatomy, hflm_args = split_model_args(dict(kwargs))
         self.planned_requests = self._select(edit_args)
         super().__init__(pretrained=resolve_pretrained(pretrained), **hflm_args)
@@ -107,6 +128,22 @@ class EditedLM(HFLM):
         open_session(self.edit_session)
         if not defer_edits:
             self.edit_up_to(len(self.planned_requests))
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """HFLM's generation, batched by ``generation_batch_size`` when it is set.
+
+        Log-likelihood memory grows with batch x length x vocabulary (HFLM keeps the
+        log-softmax of every position), while greedy decoding on a CPU is cheaper per
+        token in larger batches, so the two can use different batch sizes.
+        """
+        if self.generation_batch_size is None:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        loglikelihood_batch_size = self.batch_size_per_gpu
+        self.batch_size_per_gpu = self.generation_batch_size
+        try:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self.batch_size_per_gpu = loglikelihood_batch_size
 
     @property
     def n_applied(self) -> int:

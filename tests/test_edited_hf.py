@@ -113,3 +113,55 @@ def test_individual_scores_equal_sequential_ones_when_nothing_changes(task_manag
         assert generated[f"{name}_individual,none"] == generated[f"{name},none"], name
     assert forced["locality_tf_unedited,none"] == 1.0
     assert generated["locality_gen_unedited,none"] == 1.0
+
+
+def test_generation_batch_size_batches_generation_only():
+    """``generation_batch_size`` sets the batch of generation requests; log-likelihood
+    requests keep ``batch_size``, which is restored after each generation call."""
+    from lm_eval.api.instance import Instance
+
+    from lm_edit.lm_eval_model import EditedLM
+
+    lm = EditedLM(
+        pretrained="smollm2-135m",
+        device="cpu",
+        editor="none",
+        n_edits=1,
+        edit_data="demo",
+        batch_size=1,
+        generation_batch_size=3,
+    )
+    generated_batches: list[int] = []
+    forward_batches: list[int] = []
+    generate, forward = lm.model.generate, lm.model.forward
+
+    def counting_generate(*args, **kwargs):
+        generated_batches.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    def counting_forward(input_ids, *args, **kwargs):
+        forward_batches.append(input_ids.shape[0])
+        return forward(input_ids, *args, **kwargs)
+
+    lm.model.generate = counting_generate
+    prompts = ["The capital of France is", "Two plus two is", "Water boils at", "The sky is"]
+    until = {"until": ["\n"], "max_gen_toks": 3, "do_sample": False}
+    answers = lm.generate_until(
+        [Instance("generate_until", {}, (p, until), i) for i, p in enumerate(prompts)]
+    )
+    assert len(answers) == 4
+    assert generated_batches == [3, 1]
+    assert lm.batch_size == 1
+    lm.model.forward = counting_forward
+    lm.loglikelihood(
+        [Instance("loglikelihood", {}, (p, " yes"), i) for i, p in enumerate(prompts[:2])]
+    )
+    assert forward_batches == [1, 1]
+
+
+@pytest.mark.parametrize("value", [0, -2, "many"])
+def test_generation_batch_size_must_be_a_positive_integer(value):
+    from lm_edit.lm_eval_model import EditedLM
+
+    with pytest.raises(ValueError, match="generation_batch_size"):
+        EditedLM(pretrained="does-not-exist", editor="none", generation_batch_size=value)
