@@ -7,6 +7,7 @@ STAMP := $(VENV)/.lm-edit-installed
 DEMO_ARGS ?= pretrained=smollm2-135m,editor=rome,n_edits=10,edit_data=demo
 CAPABILITY_DATA ?= ../shared/data/capability
 CAPABILITY_ARGS ?= pretrained=smollm2-135m,editor=rome,n_edits=5
+CAPABILITY_BASELINE ?= pretrained=smollm2-135m,editor=none,n_edits=5
 
 .PHONY: setup demo test test-fast lint bench capability-data capability
 
@@ -42,7 +43,7 @@ CODE_DIGEST = $(shell find lm_edit tasks editors -type f \( -name '*.py' -o -nam
   -o -name '*.json' -o -name '*_yaml' \) | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)
 
 capability: capability-data
-	for args in pretrained=smollm2-135m,editor=none $(CAPABILITY_ARGS); do \
+	for args in $(CAPABILITY_BASELINE) $(CAPABILITY_ARGS); do \
 	  cache=results/capability-cache/$(CODE_DIGEST)/$$(echo $$args | tr ',=/' '_-_'); \
 	  mkdir -p $$(dirname $$cache); \
 	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/lm_eval --model edited-hf \
