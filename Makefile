@@ -39,19 +39,30 @@ capability-data: setup
 # Each model state answers into its own lm-eval request cache, keyed by the model arguments
 # and a digest of lm-edit's code, tasks and editor configs, so an interrupted run resumes
 # where it stopped and a code change starts afresh (the edits are deterministic).
+# CAPABILITY_TASKS picks benchmarks (edit_capability_lite_<name>, one group each); the
+# results of each state go to CAPABILITY_OUT/<state>, and the last step prints both
+# states side by side.
 CODE_DIGEST = $(shell find lm_edit tasks editors -type f \( -name '*.py' -o -name '*.yaml' \
   -o -name '*.json' -o -name '*_yaml' \) | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)
 
+comma := ,
+STATE = $(subst /,_,$(subst =,_,$(subst $(comma),_,$(1))))
+CAPABILITY_TASKS ?= edit_capability_lite,zsre_edit
+CAPABILITY_OUT ?= results/capability
+
 capability: capability-data
 	for args in $(CAPABILITY_BASELINE) $(CAPABILITY_ARGS); do \
-	  cache=results/capability-cache/$(CODE_DIGEST)/$$(echo $$args | tr ',=/' '_-_'); \
+	  state=$$(echo $$args | tr ',=/' '___'); \
+	  cache=results/capability-cache/$(CODE_DIGEST)/$$state; \
 	  mkdir -p $$(dirname $$cache); \
 	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/lm_eval --model edited-hf \
-	    --model_args $$args,generation_batch_size=16 --tasks edit_capability_lite,zsre_edit \
+	    --model_args $$args,generation_batch_size=16 --tasks $(CAPABILITY_TASKS) \
 	    --confirm_run_unsafe_code --device cpu --batch_size 4 --use_cache $$cache \
 	    --gen_kwargs cache_implementation=static \
-	    --output_path results/ || exit 1; \
+	    --output_path $(CAPABILITY_OUT)/$$state || exit 1; \
 	done
+	$(VENV)/bin/lm-edit capability-compare $(CAPABILITY_OUT)/$(call STATE,$(CAPABILITY_BASELINE)) \
+	  $(CAPABILITY_OUT)/$(call STATE,$(CAPABILITY_ARGS))
 
 test: setup
 	$(PY) -m pytest

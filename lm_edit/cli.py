@@ -10,6 +10,8 @@ lm-edit capability-data ../shared/data/capability tests/fixtures/capability
                                       benchmarks from local copies (offline runs)
 lm-edit lite-ids ../shared/data/capability
                                       re-run the edit_capability_lite selection rule
+lm-edit capability-compare results/unedited results/edited
+                                      capability scores before and after editing
 lm-edit sweep --model_args pretrained=smollm2-135m,edit_data=zsre --editors rome,memit \
   --checkpoints 1,10,50 --tasks zsre_edit,mmlu_high_school_geography --output_path runs/s1
                                       sequential-editing study: evaluate at each checkpoint
@@ -87,6 +89,13 @@ def _capability_data(args: argparse.Namespace) -> int:
             print(f"{name:15s} {result}")
         else:
             print(f"{name:15s} {len(result)} config(s)")
+    return 0
+
+
+def _capability_compare(args: argparse.Namespace) -> int:
+    from lm_edit.capability.compare import comparison_markdown
+
+    print(comparison_markdown(args.unedited, args.edited), end="")
     return 0
 
 
@@ -262,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     lite.add_argument("--out", type=Path, help="default: tasks/capability/lite_ids.json")
     lite.add_argument("--check", action="store_true", help="compare with the recorded file")
     lite.set_defaults(run=_lite_ids)
+    compare = sub.add_parser(
+        "capability-compare", help="capability scores of two model states side by side"
+    )
+    compare.add_argument("unedited", type=Path, help="lm_eval --output_path of the baseline")
+    compare.add_argument("edited", type=Path, help="lm_eval --output_path after editing")
+    compare.set_defaults(run=_capability_compare)
     _add_sweep_parser(sub)
     return parser
 

@@ -312,6 +312,9 @@ def capability_cache(tmp_path_factory):
         yield cache
 
 
+LITE_BENCHMARKS = ("mmlu", "bbh", "math", "axb", "commonsense_qa", "c3", "tydiqa", "mbpp")
+
+
 def _doc_counts(tasks: dict, counts: dict[str, int] | None = None) -> dict[str, int]:
     counts = {} if counts is None else counts
     for name, task in tasks.items():
@@ -347,7 +350,11 @@ def test_capability_groups_load_offline(capability_cache, task_manager):
     lite_tasks = get_task_dict(["edit_capability_lite"], task_manager)
     lite_counts = _doc_counts(lite_tasks)
     [group] = lite_tasks.values()
-    assert group["mbpp_sandboxed"].UNSAFE_CODE  # lm-eval asks for --confirm_run_unsafe_code
+    assert sorted(getattr(key, "group_name", key) for key in group) == sorted(
+        f"edit_capability_lite_{name}" for name in LITE_BENCHMARKS
+    )
+    [mbpp] = (v for k, v in group.items() if getattr(k, "group_name", k).endswith("mbpp"))
+    assert mbpp["mbpp_sandboxed"].UNSAFE_CODE  # lm-eval asks for --confirm_run_unsafe_code
     assert _by_benchmark(lite_counts) == {
         "mmlu": 115,  # 57 x 2, and one subject holds a repeated question twice
         "bbh": 108,
