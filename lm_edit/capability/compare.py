@@ -18,10 +18,7 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
     "C3": ("c3", ("acc",)),
     "TyDiQA": ("edit_capability_lite_tydiqa", ("exact_match", "f1")),
     "MBPP": ("mbpp_sandboxed", ("pass_at_1",)),
-    "zsre_edit": (
-        "zsre_edit",
-        ("reliability_tf", "generality_tf", "locality_tf_unedited", "portability_tf"),
-    ),
+    "zsre_edit": ("zsre_edit", ("reliability_tf", "generality_tf", "locality_tf_unedited")),
 }
 
 
