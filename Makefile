@@ -45,14 +45,13 @@ capability-data: setup
 CODE_DIGEST = $(shell find lm_edit tasks editors -type f \( -name '*.py' -o -name '*.yaml' \
   -o -name '*.json' -o -name '*_yaml' \) | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)
 
-comma := ,
-STATE = $(subst /,_,$(subst =,_,$(subst $(comma),_,$(1))))
+STATE = echo $(1) | tr ',=/' '___'
 CAPABILITY_TASKS ?= edit_capability_lite,zsre_edit
 CAPABILITY_OUT ?= results/capability
 
 capability: capability-data
 	for args in $(CAPABILITY_BASELINE) $(CAPABILITY_ARGS); do \
-	  state=$$(echo $$args | tr ',=/' '___'); \
+	  state=$$($(call STATE,$$args)); \
 	  cache=results/capability-cache/$(CODE_DIGEST)/$$state; \
 	  mkdir -p $$(dirname $$cache); \
 	  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/lm_eval --model edited-hf \
@@ -61,8 +60,9 @@ capability: capability-data
 	    --gen_kwargs cache_implementation=static \
 	    --output_path $(CAPABILITY_OUT)/$$state || exit 1; \
 	done
-	$(VENV)/bin/lm-edit capability-compare $(CAPABILITY_OUT)/$(call STATE,$(CAPABILITY_BASELINE)) \
-	  $(CAPABILITY_OUT)/$(call STATE,$(CAPABILITY_ARGS))
+	$(VENV)/bin/lm-edit capability-compare \
+	  $(CAPABILITY_OUT)/$$($(call STATE,$(CAPABILITY_BASELINE))) \
+	  $(CAPABILITY_OUT)/$$($(call STATE,$(CAPABILITY_ARGS)))
 
 test: setup
 	$(PY) -m pytest
