@@ -22,25 +22,39 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def load_scores(folder: Path) -> dict[str, dict[str, float]]:
-    """``{task: {metric: value}}`` over every ``results_*.json`` below ``folder``; a task in
-    several files takes its values from the newest file (lm-eval's timestamped names)."""
+Score = tuple[float, float | None]  # (value, lm-eval's standard error, None when it gave none)
+
+
+def load_scores(folder: Path) -> dict[str, dict[str, Score]]:
+    """``{task: {metric: (value, stderr)}}`` over every ``results_*.json`` below ``folder``;
+    a task in several files takes its values from the newest file (lm-eval's timestamped
+    names)."""
     files = sorted(folder.rglob("results_*.json"), key=lambda path: path.name)
     if not files:
         raise FileNotFoundError(
             f"{folder} holds no lm-eval results_*.json: pass the --output_path of a run."
         )
-    scores: dict[str, dict[str, float]] = {}
+    scores: dict[str, dict[str, Score]] = {}
     for path in files:
         results = json.loads(path.read_text(encoding="utf-8"))
         for task, values in results["results"].items():
-            scores[task] = numeric_metrics(values, None)
+            scores[task] = {
+                metric: (value, _stderr(values, metric))
+                for metric, value in numeric_metrics(values, None).items()
+            }
     return scores
 
 
+def _stderr(values: dict[str, object], metric: str) -> float | None:
+    """The ``<name>_stderr,<filter>`` entry lm-eval writes beside ``metric``, if numeric."""
+    name, _, filt = metric.partition(",")
+    stderr = values.get(f"{name}_stderr,{filt or 'none'}")
+    return float(stderr) if isinstance(stderr, int | float) else None
+
+
 def comparison_rows(
-    unedited: dict[str, dict[str, float]], edited: dict[str, dict[str, float]]
-) -> list[tuple[str, str, float | None, float | None]]:
+    unedited: dict[str, dict[str, Score]], edited: dict[str, dict[str, Score]]
+) -> list[tuple[str, str, Score | None, Score | None]]:
     """(benchmark, metric, unedited, edited) for every headline metric; None where that
     state has no result for it (not run yet)."""
     rows = []
@@ -53,15 +67,19 @@ def comparison_rows(
 
 
 def comparison_markdown(unedited: Path, edited: Path) -> str:
-    """The side-by-side table as Markdown, with the change where both states have a score."""
+    """The side-by-side table as Markdown: each score with its standard error (where
+    lm-eval computed one) and the change where both states have a score."""
     lines = ["| benchmark | metric | unedited | edited | change |", "|---|---|---:|---:|---:|"]
     for benchmark, metric, before, after in comparison_rows(
         load_scores(unedited), load_scores(edited)
     ):
-        change = f"{after - before:+.3f}" if before is not None and after is not None else ""
+        change = f"{after[0] - before[0]:+.3f}" if before and after else ""
         lines.append(f"| {benchmark} | {metric} | {_cell(before)} | {_cell(after)} | {change} |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(value: float | None) -> str:
-    return "not run" if value is None else f"{value:.3f}"
+def _cell(score: Score | None) -> str:
+    if score is None:
+        return "not run"
+    value, stderr = score
+    return f"{value:.3f}" if stderr is None else f"{value:.3f} ± {stderr:.3f}"
