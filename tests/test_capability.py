@@ -233,9 +233,35 @@ def test_mbpp_pass_at_1_and_exemplars():
     }
     assert mbpp.process_results(MBPP_DOC, ["def add(a, b):\n    return 3\n"]) == {"pass_at_1": 0.0}
     prompt_split = datasets.Dataset.from_list([{"task_id": t} for t in (1, 4, 3, 2, 5)])
-    assert [r["task_id"] for r in mbpp.fewshot_docs(prompt_split)] == [2, 3, 4]
+    exemplars = mbpp.fewshot_docs(prompt_split)
+    assert [(r["task_id"], r["is_fewshot"]) for r in exemplars] == [(t, True) for t in (2, 3, 4)]
     with pytest.raises(ValueError, match=r"\[4\]"):
         mbpp.fewshot_docs(datasets.Dataset.from_list([{"task_id": t} for t in (2, 3)]))
+
+
+MBPP_PROMPT_FIXTURE = Path(__file__).parent / "fixtures" / "mbpp_prompt"
+
+
+@pytest.mark.slow
+def test_mbpp_exemplars_show_their_solution_and_the_test_problem_does_not(
+    offline_datasets, task_manager
+):
+    from lm_eval.tasks import get_task_dict
+
+    offline.build_offline_cache(MBPP_PROMPT_FIXTURE, ["mbpp"], offline_datasets)
+    task = get_task_dict(["mbpp_sandboxed"], task_manager)["mbpp_sandboxed"]
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    [request] = task.instances
+    context, generation_kwargs = request.args
+    exemplars = [row for row in task.fewshot_docs()]
+    assert [row["task_id"] for row in exemplars] == [2, 3, 4]
+    for row in exemplars:
+        assert f"[BEGIN]\n{row['code']}\n[DONE]" in context
+    assert context.count("[DONE]") == 3
+    assert context.endswith("assert squares([-2]) == [4]\n[BEGIN]\n")
+    assert generation_kwargs["until"] == ["[DONE]"]
+    [test_doc] = list(task.eval_docs)
+    assert task.process_results(test_doc, [test_doc["code"]]) == {"pass_at_1": 1.0}
 
 
 def test_missing_math_dependency_names_the_extra(monkeypatch):

@@ -13,12 +13,15 @@ FEWSHOT_TASK_IDS = (2, 3, 4)
 
 
 def fewshot_docs(dataset: Any) -> Any:
-    """The exemplar problems, in the order of :data:`FEWSHOT_TASK_IDS`."""
+    """The exemplar problems, in the order of :data:`FEWSHOT_TASK_IDS`, each marked
+    ``is_fewshot`` so that the task's ``doc_to_target`` shows its solution and ``[DONE]``
+    (a test problem's target is its asserts)."""
     rows = {row["task_id"]: i for i, row in enumerate(dataset)}
     missing = [t for t in FEWSHOT_TASK_IDS if t not in rows]
     if missing:
         raise ValueError(f"MBPP exemplar task ids {missing} are not in the few-shot split.")
-    return dataset.select([rows[t] for t in FEWSHOT_TASK_IDS])
+    exemplars = dataset.select([rows[t] for t in FEWSHOT_TASK_IDS])
+    return exemplars.add_column("is_fewshot", [True] * len(exemplars))
 
 
 def program(doc: dict[str, Any], completion: str) -> str:
