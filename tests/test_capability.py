@@ -253,7 +253,7 @@ def test_mbpp_exemplars_show_their_solution_and_the_test_problem_does_not(
     task.build_all_requests(limit=1, rank=0, world_size=1)
     [request] = task.instances
     context, generation_kwargs = request.args
-    exemplars = [row for row in task.fewshot_docs()]
+    exemplars = list(task.fewshot_docs())
     assert [row["task_id"] for row in exemplars] == [2, 3, 4]
     for row in exemplars:
         assert f"[BEGIN]\n{row['code']}\n[DONE]" in context

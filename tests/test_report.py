@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lm_edit.report.build import write_report
-from lm_edit.report.load import load_sweeps
+from lm_edit.report.load import load_sweeps, metric_stderrs, numeric_metrics
 from lm_edit.report.plots import edit_curve_metrics
 from lm_edit.report.tables import damage_table, edit_success_tables, edit_table, leaderboard
 
@@ -156,3 +156,17 @@ def test_edit_curves_draw_headline_metrics_only(tmp_path):
 def test_missing_manifest_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="lm-edit sweep"):
         load_sweeps([tmp_path])
+
+
+def test_standard_errors_are_named_like_their_metrics():
+    results = {
+        "acc,none": 0.5,
+        "acc_stderr,none": 0.05,
+        "exact_match,get-answer": 0.2,
+        "exact_match_stderr,get-answer": 0.04,
+        "f1,none": 0.3,
+        "f1_stderr,none": "N/A",
+        "alias": "task",
+    }
+    assert numeric_metrics(results, None) == {"acc": 0.5, "exact_match,get-answer": 0.2, "f1": 0.3}
+    assert metric_stderrs(results) == {"acc": 0.05, "exact_match,get-answer": 0.04}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lm_edit.report.load import numeric_metrics
+from lm_edit.report.load import metric_stderrs, numeric_metrics
 
 # benchmark -> (results entry, headline metrics), in the order of edit_capability.
 HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -38,18 +38,12 @@ def load_scores(folder: Path) -> dict[str, dict[str, Score]]:
     for path in files:
         results = json.loads(path.read_text(encoding="utf-8"))
         for task, values in results["results"].items():
+            stderrs = metric_stderrs(values)
             scores[task] = {
-                metric: (value, _stderr(values, metric))
+                metric: (value, stderrs.get(metric))
                 for metric, value in numeric_metrics(values, None).items()
             }
     return scores
-
-
-def _stderr(values: dict[str, object], metric: str) -> float | None:
-    """The ``<name>_stderr,<filter>`` entry lm-eval writes beside ``metric``, if numeric."""
-    name, _, filt = metric.partition(",")
-    stderr = values.get(f"{name}_stderr,{filt or 'none'}")
-    return float(stderr) if isinstance(stderr, int | float) else None
 
 
 def comparison_rows(

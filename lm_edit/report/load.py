@@ -43,8 +43,25 @@ def numeric_metrics(task_results: dict[str, Any], known: dict[str, Any] | None) 
             continue
         if name in NOT_METRICS or (known and name not in known):
             continue
-        out[name if filt in ("", "none") else key] = float(value)
+        out[_metric_name(name, filt)] = float(value)
     return out
+
+
+def metric_stderrs(task_results: dict[str, Any]) -> dict[str, float]:
+    """``{metric: standard error}`` of one task's results, named as :func:`numeric_metrics`
+    names the metric (lm-eval's ``acc_stderr,none`` -> ``acc``); "N/A" entries are left out."""
+    out = {}
+    for key, value in task_results.items():
+        name, _, filt = key.partition(",")
+        if not name.endswith("_stderr") or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            out[_metric_name(name.removesuffix("_stderr"), filt)] = float(value)
+    return out
+
+
+def _metric_name(name: str, filt: str) -> str:
+    return name if filt in ("", "none") else f"{name},{filt}"
 
 
 def top_level_tasks(results: dict[str, Any]) -> list[str]:
