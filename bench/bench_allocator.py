@@ -23,9 +23,9 @@ ALLOCATOR_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THR
 WORKER = """
 import json, resource, sys, time
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from lm_edit.datasets import load_edit_requests, select_requests
+from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.offline_model import converted_model_dir
-from lm_edit.stream import EditStream
+from lm_edit.core.stream import EditStream
 
 edits, data = int(sys.argv[1]), sys.argv[2]
 folder = converted_model_dir()

@@ -14,12 +14,12 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_edit.anatomy import resolve_anatomy
-from lm_edit.datasets import load_edit_requests, select_requests
+from lm_edit.core.anatomy import resolve_anatomy
+from lm_edit.core.stats import StatsSpec, collect, sample_model_texts
+from lm_edit.core.stream import EditStream
+from lm_edit.core.tokens import pad_batch
+from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.offline_model import converted_model_dir
-from lm_edit.stats import StatsSpec, collect, sample_model_texts
-from lm_edit.stream import EditStream
-from lm_edit.tokens import pad_batch
 
 
 def forward_throughput(model, tokenizer, texts: list[str], spec: StatsSpec) -> tuple[float, int]:

@@ -22,9 +22,9 @@ from pathlib import Path
 from edit_quality import run_batch, scores  # sibling script in bench/
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_edit.datasets import load_edit_requests, select_requests
+from lm_edit.core.stats import StatsSpec, load_texts, model_fingerprint
+from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.offline_model import converted_model_dir
-from lm_edit.stats import StatsSpec, load_texts, model_fingerprint
 
 
 def main() -> None:

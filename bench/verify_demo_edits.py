@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from lm_edit.requests import EditRequest  # noqa: E402
+from lm_edit.data.requests import EditRequest  # noqa: E402
 
 DEFAULT_FILE = REPO_ROOT / "lm_edit" / "data" / "demo_edits.jsonl"
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 MODEL_NAME = "edited-hf"
 """The ``--model`` name of lm-edit's model wrapper."""
 
-MODEL_TARGET = "lm_edit.lm_eval_model:EditedLM"
+MODEL_TARGET = "lm_edit.evaluation.model:EditedLM"
 """Lazy placeholder for :data:`MODEL_NAME`: must equal the decorated class's ``module:Class``
 and the ``lm_eval.models`` entry point in ``pyproject.toml``."""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lm_edit.core.stream import EditStream
+from lm_edit.data.requests import EditRequest
 from lm_edit.editors import EditRecord
-from lm_edit.requests import EditRequest
-from lm_edit.stream import EditStream
 
 
 def edit(

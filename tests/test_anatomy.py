@@ -1,4 +1,4 @@
-"""Tests for lm_edit.anatomy on tiny randomly initialised models of each supported family."""
+"""Tests for lm_edit.core.anatomy on tiny randomly initialised models of each supported family."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from lm_edit.anatomy import (
+from lm_edit.core.anatomy import (
     KNOWN_LAYOUTS,
     OVERRIDE_KEYS,
     ModelAnatomy,

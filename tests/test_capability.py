@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lm_edit.capability import axb, c3, commonsense_qa, lite, mbpp, minerva, offline
-from lm_edit.capability.choices import first_option_letter
-from lm_edit.capability.sandbox import run_program
+from lm_edit.studies.capability import axb, c3, commonsense_qa, lite, mbpp, minerva, offline
+from lm_edit.studies.capability.choices import first_option_letter
+from lm_edit.studies.capability.sandbox import run_program
 from tests.conftest import shared_data_dir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "capability"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lm_edit.capability.compare import comparison_markdown, load_scores
+from lm_edit.studies.capability.compare import comparison_markdown, load_scores
 
 
 def _write(folder, stamp: str, results: dict) -> None:

@@ -1,4 +1,4 @@
-"""Tests for lm_edit.datasets: every supported format, detection, selection and errors."""
+"""Tests for lm_edit.data.loading: every supported format, detection, selection and errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from lm_edit import datasets as edit_data
-from lm_edit.datasets import load_edit_requests, select_requests
-from lm_edit.requests import EditRequest, EditRequestError, Probe
+from lm_edit.data import loading, sources
+from lm_edit.data.loading import load_edit_requests, select_requests
+from lm_edit.data.requests import EditRequest, EditRequestError, Probe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(
@@ -157,7 +157,7 @@ def test_easyedit_flat_zsre() -> None:
 
 
 def test_knowedit_format(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="lm_edit.datasets")
+    caplog.set_level(logging.WARNING, logger="lm_edit.data.loading")
     zsre, recent, empty_truth = load_fixture("knowedit.json")
     assert zsre.target_true == "Norway"
     assert zsre.rephrases == ("Brennholt Fjord is part of which country?",)
@@ -192,7 +192,7 @@ def test_knowedit_format(caplog: pytest.LogCaptureFixture) -> None:
 def test_detection_is_logged(
     name: str, label: str, count: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="lm_edit.datasets")
+    caplog.set_level(logging.INFO, logger="lm_edit.data.loading")
     load_fixture(name)
     assert f"{name}: detected {label}, {count} records" in caplog.text
 
@@ -290,7 +290,7 @@ def test_all_invalid_records_are_listed_and_can_be_skipped(
     for line in (1, 3, 4):
         assert f"mixed.jsonl:line {line}" in message
     assert "skip_invalid=True" in message
-    caplog.set_level(logging.WARNING, logger="lm_edit.datasets")
+    caplog.set_level(logging.WARNING, logger="lm_edit.data.loading")
     kept = load_edit_requests(str(path), skip_invalid=True)
     assert [r.source.rsplit(":", 1)[1] for r in kept] == ["line 2"]
     assert "skipped 3 of 4 records" in caplog.text
@@ -343,9 +343,9 @@ def test_bad_specs(tmp_path: Path) -> None:
 
 
 def test_demo_resolves_to_the_packaged_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    packaged = Path(edit_data.__file__).parent / "data" / "demo_edits.jsonl"
-    assert packaged == edit_data.DEMO_PATH
-    monkeypatch.setattr(edit_data, "DEMO_PATH", FIXTURES / "own_edits.jsonl")
+    packaged = Path(loading.__file__).parent / "demo_edits.jsonl"
+    assert packaged == sources.DEMO_PATH
+    monkeypatch.setattr(sources, "DEMO_PATH", FIXTURES / "own_edits.jsonl")
     assert len(load_edit_requests("demo")) == 3
 
 
@@ -356,8 +356,8 @@ def test_data_dir_env_serves_builtin_names(
     local.parent.mkdir()
     shutil.copy(FIXTURES / "easyedit_counterfact.json", local)
     monkeypatch.setenv("LM_EDIT_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(edit_data, "_read_hub", pytest.fail)
-    caplog.set_level(logging.INFO, logger="lm_edit.datasets")
+    monkeypatch.setattr(loading, "read_hub", pytest.fail)
+    caplog.set_level(logging.INFO, logger="lm_edit.data.loading")
     assert [r.case_id for r in load_edit_requests("counterfact")] == ["900", "901", "902"]
     assert "edit_data=counterfact: detected CounterFact (EasyEdit flat format), 3" in caplog.text
 
@@ -460,7 +460,7 @@ def test_hub_dataset_with_several_splits_needs_a_split(monkeypatch: pytest.Monke
 def test_real_files_load(
     relative: str, label: str, count: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="lm_edit.datasets")
+    caplog.set_level(logging.INFO, logger="lm_edit.data.loading")
     requests = load_shared(relative)
     assert len(requests) == count
     assert len({r.case_id for r in requests}) == count
@@ -476,7 +476,7 @@ def test_real_counterfact_keeps_case_ids() -> None:
 
 @shared_data
 def test_real_knowedit_probe_counts(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="lm_edit.datasets")
+    caplog.set_level(logging.WARNING, logger="lm_edit.data.loading")
     recent = load_edit_requests(
         str(SHARED_DATA / "knowedit/benchmark/wiki_recent/recent_train.json")
     )
@@ -509,7 +509,7 @@ def test_real_wikibio_loads() -> None:
 
 @shared_data
 def test_builtin_names_resolve_under_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    read_local = edit_data._read_local
+    read_local = loading.read_local
     opened: list[Path] = []
 
     def spy(path: Path) -> list[tuple[str, Any]]:
@@ -517,11 +517,9 @@ def test_builtin_names_resolve_under_data_dir(monkeypatch: pytest.MonkeyPatch) -
         return read_local(FIXTURES / "easyedit_counterfact.json")
 
     monkeypatch.setenv("LM_EDIT_DATA_DIR", str(SHARED_DATA))
-    monkeypatch.setattr(edit_data, "_read_hub", pytest.fail)
-    monkeypatch.setattr(edit_data, "_read_local", spy)
-    for name in edit_data.BUILTIN_LOCAL:
+    monkeypatch.setattr(loading, "read_hub", pytest.fail)
+    monkeypatch.setattr(loading, "read_local", spy)
+    for name in sources.BUILTIN_LOCAL:
         load_edit_requests(name)
-    assert opened == [
-        SHARED_DATA / edit_data.BUILTIN_LOCAL[name] for name in edit_data.BUILTIN_LOCAL
-    ]
+    assert opened == [SHARED_DATA / sources.BUILTIN_LOCAL[name] for name in sources.BUILTIN_LOCAL]
     assert all(path.is_file() for path in opened)

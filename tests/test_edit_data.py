@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from lm_edit.datasets import load_edit_requests, select_requests
-from lm_edit.edit_docs import view_probes
-from lm_edit.fluency import (
+from lm_edit.data.loading import load_edit_requests, select_requests
+from lm_edit.data.requests import EditRequestError
+from lm_edit.evaluation.docs import view_probes
+from lm_edit.evaluation.fluency import (
     ReferenceData,
     generation_entropy,
     mean_per_case,
     ngram_entropy,
     reference_score,
 )
-from lm_edit.fluency_task import fluency_docs, fluency_metrics
-from lm_edit.mquake import any_per_case, mquake_docs, mquake_metrics
-from lm_edit.requests import EditRequestError
+from lm_edit.evaluation.fluency_task import fluency_docs, fluency_metrics
+from lm_edit.evaluation.mquake_task import any_per_case, mquake_docs, mquake_metrics
 from tests.test_datasets import SHARED_DATA, shared_data
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -230,8 +230,8 @@ def test_real_mquake_hard_is_four_rewrites_per_case():
 
 
 def test_mquake_task_docs_come_from_the_session_or_say_why_not(caplog):
-    from lm_edit.mquake import build_mquake_docs
-    from lm_edit.session import EditSession, close_session, open_session
+    from lm_edit.evaluation.mquake_task import build_mquake_docs
+    from lm_edit.evaluation.session import EditSession, close_session, open_session
 
     requests = load_edit_requests(str(FIXTURES / "mquake.json"))
     for edited, cases in ((requests, {"11", "12"}), (requests[:1], {""})):

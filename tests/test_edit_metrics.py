@@ -8,18 +8,18 @@ import math
 
 import pytest
 
-from lm_edit.answers import agrees, contains, exact_match, normalize
-from lm_edit.edit_docs import build_forced_docs, forced_doc, generation_doc
-from lm_edit.edit_metrics import (
+from lm_edit.data.requests import EditRequest, Probe
+from lm_edit.evaluation.answers import agrees, contains, exact_match, normalize
+from lm_edit.evaluation.docs import build_forced_docs, forced_doc, generation_doc
+from lm_edit.evaluation.metrics import (
     counterfact_metrics,
     forced_metrics,
     generation_metrics,
     harmonic_score,
 )
-from lm_edit.probes import case_probes
-from lm_edit.requests import EditRequest, Probe
-from lm_edit.session import EditSession, close_session, open_session
-from lm_edit.teacher_forcing import Step, forced_score, forced_steps
+from lm_edit.evaluation.probes import case_probes
+from lm_edit.evaluation.session import EditSession, close_session, open_session
+from lm_edit.evaluation.teacher_forcing import Step, forced_score, forced_steps
 from tests.edit_fakes import FactLM, WordTokenizer
 
 TOK = WordTokenizer()
@@ -257,7 +257,7 @@ def _rewrite(fact_lm: FactLM, request: EditRequest) -> None:
 def test_individual_and_sequential_scores_differ_when_a_later_edit_overwrites():
     """Two edits of the same fact in one stream: the first one scores 1 right after it
     was applied (individual) and 0 after the second overwrote it (sequential)."""
-    from lm_edit.lm_eval_model import EditedLM
+    from lm_edit.evaluation.model import EditedLM
 
     class FakeEditedLM(FactLM):
         n_applied = EditedLM.n_applied

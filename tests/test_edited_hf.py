@@ -21,7 +21,7 @@ LM_EVAL = Path(sys.executable).with_name("lm_eval")
 def _evaluate(task_manager, tasks: list[str], **model_args):
     from lm_eval import simple_evaluate
 
-    from lm_edit.lm_eval_model import EditedLM
+    from lm_edit.evaluation.model import EditedLM
 
     lm = EditedLM(pretrained="smollm2-135m", device="cpu", **model_args)
     out = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager)
@@ -36,7 +36,7 @@ def task_manager():
 
 
 def test_n_edits_larger_than_the_data_fails_before_loading():
-    from lm_edit.lm_eval_model import EditedLM
+    from lm_edit.evaluation.model import EditedLM
 
     with pytest.raises(ValueError, match="n_edits=500"):
         EditedLM(pretrained="does-not-exist", editor="rome", n_edits=500, edit_data="demo")
@@ -44,7 +44,7 @@ def test_n_edits_larger_than_the_data_fails_before_loading():
 
 def test_unknown_editor_fails_before_loading():
     from lm_edit.editors import UnknownEditorError
-    from lm_edit.lm_eval_model import EditedLM
+    from lm_edit.evaluation.model import EditedLM
 
     with pytest.raises(UnknownEditorError, match="Known editors"):
         EditedLM(pretrained="does-not-exist", editor="rom", n_edits=1)
@@ -120,7 +120,7 @@ def test_generation_batch_size_batches_generation_only():
     requests keep ``batch_size``, which is restored after each generation call."""
     from lm_eval.api.instance import Instance
 
-    from lm_edit.lm_eval_model import EditedLM
+    from lm_edit.evaluation.model import EditedLM
 
     lm = EditedLM(
         pretrained="smollm2-135m",
@@ -161,7 +161,7 @@ def test_generation_batch_size_batches_generation_only():
 
 @pytest.mark.parametrize("value", [0, -2, "many"])
 def test_generation_batch_size_must_be_a_positive_integer(value):
-    from lm_edit.lm_eval_model import EditedLM
+    from lm_edit.evaluation.model import EditedLM
 
     with pytest.raises(ValueError, match="generation_batch_size"):
         EditedLM(pretrained="does-not-exist", editor="none", generation_batch_size=value)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import MethodType
 
-from lm_edit.lm_eval_model import LOCALITY_MAX_TOKENS, EditedLM
-from lm_edit.requests import EditRequest, Probe
+from lm_edit.data.requests import EditRequest, Probe
+from lm_edit.evaluation.model import LOCALITY_MAX_TOKENS, EditedLM
 
 CONTINUATIONS = {
     "The House of Mirth was created in": [" ", "1", "9", "0", "5"],

@@ -242,11 +242,11 @@ def test_edited_hf_resolves_and_hf_still_works(
     assert run["registry_empty_at_start"] is True
     assert run["hf"] == "lm_eval.models.huggingface:HFLM"
     assert run["task_manager_wrapped"] is not native["tasks"]
-    if run.get("edited_missing_module") == "lm_edit.lm_eval_model":
+    if run.get("edited_missing_module") == "lm_edit.evaluation.model":
         if not native["models"]:
             assert run["placeholder"] == _plugin.MODEL_TARGET
         pytest.skip(
-            "lm_edit/lm_eval_model.py does not exist yet: `edited-hf` is registered only "
+            "lm_edit/evaluation/model.py does not exist yet: `edited-hf` is registered only "
             "as the lazy placeholder"
         )
     assert "edited_missing_module" not in run, f"importing edited-hf needs {run}"

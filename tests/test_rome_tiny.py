@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import lm_edit
+from lm_edit.core.stream import EditStream
+from lm_edit.data.requests import EditRequest, EditRequestError
 from lm_edit.editors import UnknownEditorError, known_editors
-from lm_edit.requests import EditRequest, EditRequestError
-from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
 
 FAST = {
@@ -106,7 +106,7 @@ def test_statistics_are_cached_and_reused(tiny_tokenizer, isolated_cache, monkey
     assert len(list(isolated_cache.glob("stats/*/texts-model-n8-*.json"))) == 1
     assert not list(isolated_cache.glob("stats/*/.*"))
 
-    import lm_edit.stats as stats
+    import lm_edit.core.stats as stats
 
     def fail(*args, **kwargs):
         raise AssertionError("statistics were recomputed")

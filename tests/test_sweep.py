@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lm_edit.sweep.manifest import MANIFEST, SweepFolderError
-from lm_edit.sweep.runner import SweepConfig, build_task_manager, evaluate_live, run_sweep
+from lm_edit.studies.sweep.manifest import MANIFEST, SweepFolderError
+from lm_edit.studies.sweep.runner import SweepConfig, build_task_manager, evaluate_live, run_sweep
 from tests.conftest import make_tiny_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sweep" / "tiny_facts.jsonl"
@@ -83,7 +83,7 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolated_cache):
-    from lm_edit.lm_eval_model import EditedLM
+    from lm_edit.evaluation.model import EditedLM
 
     model_dir, tasks = tiny_setup
     config = _config(model_dir, tasks, tmp_path / "sweep")
@@ -151,7 +151,7 @@ def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolate
     assert redo.calls == [10]
     assert all(torch.equal(expected[k], snapshots[10][k]) for k in expected)
 
-    from lm_edit.report.build import write_report
+    from lm_edit.studies.report.build import write_report
 
     write_report([tmp_path / "sweep"], tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
@@ -164,7 +164,7 @@ def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolate
 
 @pytest.mark.parametrize("bad_task", ["no_such_task_anywhere", "broken_data"])
 def test_a_task_that_cannot_load_fails_before_any_edit(tiny_setup, tmp_path, bad_task):
-    from lm_edit.sweep.runner import SweepTaskError
+    from lm_edit.studies.sweep.runner import SweepTaskError
 
     model_dir, tasks = tiny_setup
     broken = TASK_YAML.format(data=tmp_path / "missing.jsonl").replace("tiny_facts", bad_task)
@@ -191,7 +191,7 @@ def test_reserved_model_args_are_refused(tmp_path):
 
 
 def test_a_folder_that_is_not_a_sweep_is_refused(tmp_path):
-    from lm_edit.sweep.manifest import SweepState
+    from lm_edit.studies.sweep.manifest import SweepState
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SweepFolderError, match="not a sweep folder"):
@@ -201,9 +201,9 @@ def test_a_folder_that_is_not_a_sweep_is_refused(tmp_path):
 
 
 def test_interruption_exits_130_and_lists_what_was_saved(tmp_path, monkeypatch, capsys):
-    import lm_edit.sweep.runner as runner
+    import lm_edit.studies.sweep.runner as runner
     from lm_edit.cli import main
-    from lm_edit.sweep.manifest import SweepState
+    from lm_edit.studies.sweep.manifest import SweepState
 
     def interrupted(config, *args, **kwargs):
         state = SweepState.open(config.output_path, config.fingerprinted())
@@ -230,7 +230,7 @@ def test_interruption_exits_130_and_lists_what_was_saved(tmp_path, monkeypatch, 
 
 def test_cli_refuses_a_different_sweep(tmp_path, capsys):
     from lm_edit.cli import main
-    from lm_edit.sweep.manifest import SweepState
+    from lm_edit.studies.sweep.manifest import SweepState
 
     SweepState.open(tmp_path, {"other": True})
     argv = ["sweep", "--model_args", "pretrained=x", "--editors", "rome", "--checkpoints", "1"]
@@ -240,7 +240,7 @@ def test_cli_refuses_a_different_sweep(tmp_path, capsys):
 
 
 def test_overwrite_discards_the_previous_sweep(tmp_path):
-    from lm_edit.sweep.manifest import SweepState
+    from lm_edit.studies.sweep.manifest import SweepState
 
     old = SweepState.open(tmp_path, {"limit": None})
     (tmp_path / "rome" / "edits_0001").mkdir(parents=True)
@@ -253,8 +253,8 @@ def test_overwrite_discards_the_previous_sweep(tmp_path):
 
 
 def test_a_second_sweep_on_a_busy_folder_is_refused(tmp_path):
-    from lm_edit.sweep.lock import sweep_folder_lock
-    from lm_edit.sweep.manifest import SweepState
+    from lm_edit.studies.sweep.lock import sweep_folder_lock
+    from lm_edit.studies.sweep.manifest import SweepState
 
     config = SweepConfig({"pretrained": "x"}, ["rome"], [1], ["t"], tmp_path / "busy")
     with sweep_folder_lock(config.output_path):

@@ -55,7 +55,7 @@ def _results(acc: float, samples: bool = False) -> dict:
 
 
 def test_one_run_per_editor_with_edits_as_steps(fake_wandb):
-    from lm_edit.sweep.loggers import WandbSweepLogger
+    from lm_edit.studies.sweep.loggers import WandbSweepLogger
 
     wandb = WandbSweepLogger({"project": "p", "name": "study"}, {"model": "m"})
     wandb("unedited", 0, _results(0.9))
@@ -78,7 +78,7 @@ def test_one_run_per_editor_with_edits_as_steps(fake_wandb):
 
 
 def test_cli_wires_wandb_args_into_the_sweep(fake_wandb, monkeypatch, tmp_path):
-    import lm_edit.sweep.runner as runner
+    import lm_edit.studies.sweep.runner as runner
     from lm_edit.cli import main
 
     def fake_sweep(config, *args, log_results=None, **kwargs):
@@ -96,7 +96,7 @@ def test_cli_wires_wandb_args_into_the_sweep(fake_wandb, monkeypatch, tmp_path):
 
 
 def test_missing_wandb_names_the_install(monkeypatch):
-    from lm_edit.sweep.loggers import WandbSweepLogger
+    from lm_edit.studies.sweep.loggers import WandbSweepLogger
 
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(SystemExit, match="pip install 'wandb"):

@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from lm_edit.editors import EditRecord
-from lm_edit.sweep.drift import drift_summary, earliest_originals, matrix_drift, parameter_drift
-from lm_edit.sweep.perplexity import adjusted_perplexity, distinct_2, restored_weights
+from lm_edit.studies.sweep.drift import (
+    drift_summary,
+    earliest_originals,
+    matrix_drift,
+    parameter_drift,
+)
+from lm_edit.studies.sweep.perplexity import adjusted_perplexity, distinct_2, restored_weights
 from tests.conftest import make_tiny_model
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from lm_edit.edit_docs import build_forced_docs, build_generation_docs
-from lm_edit.edit_metrics import generation_metrics
+from lm_edit.data.requests import EditRequest, Probe
+from lm_edit.evaluation.docs import build_forced_docs, build_generation_docs
+from lm_edit.evaluation.metrics import generation_metrics
+from lm_edit.evaluation.session import EditSession, close_session, open_session
 from lm_edit.paths import tasks_dir
-from lm_edit.requests import EditRequest, Probe
-from lm_edit.session import EditSession, close_session, open_session
 from tests.edit_fakes import WordTokenizer
 
 REQUEST = EditRequest(
@@ -79,7 +79,7 @@ def test_editing_task_runs_under_a_session(task_manager):
 def test_cases_come_from_metadata_without_a_session(tiny_tokenizer, monkeypatch):
     close_session()
     monkeypatch.setattr(
-        "lm_edit.edit_docs.load_tokenizer", lambda metadata, session: tiny_tokenizer
+        "lm_edit.evaluation.docs.load_tokenizer", lambda metadata, session: tiny_tokenizer
     )
     docs = build_forced_docs(view="zsre_edit", edit_data="demo", n_edits=3, edit_seed=0)["test"]
     assert len({d["case_id"] for d in docs}) == 3
@@ -121,7 +121,7 @@ def test_generation_tasks_generate_like_the_individual_scores():
     """Individual scores must be taken with the generation settings of the tasks."""
     import yaml
 
-    from lm_edit.individual import GEN_KWARGS
+    from lm_edit.evaluation.individual import GEN_KWARGS
 
     text = (tasks_dir() / "_edit_gen_template_yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(text.replace("!function ", ""))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lm_edit.anatomy import ModelAnatomy
+from lm_edit.core.anatomy import ModelAnatomy
 from lm_edit.editors.base import Editor, EditRecord
 from lm_edit.editors.config import (
     UnknownEditorError,
@@ -18,7 +18,7 @@ from lm_edit.editors.config import (
     read_user_config,
 )
 from lm_edit.editors.locate.editor import LocateConfig, LocateEditor
-from lm_edit.editors.noop import NoOpConfig, NoOpEditor
+from lm_edit.editors.none import NoOpConfig, NoOpEditor
 
 IMPLEMENTATIONS: dict[str, tuple[type, type]] = {
     "locate": (LocateEditor, LocateConfig),

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lm_edit.requests import EditRequest
+from lm_edit.data.requests import EditRequest
 
 
 @dataclass

@@ -23,7 +23,9 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from lm_edit.anatomy import ModelAnatomy, add_weight_delta
+from lm_edit.core.anatomy import ModelAnatomy, add_weight_delta
+from lm_edit.core.stats import StatsSpec, derived, second_moment_files
+from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import EditRecord, recording, snapshot_parameter
 from lm_edit.editors.locate.keys import outputs_at_subject, plain_keys, request_keys
 from lm_edit.editors.locate.solvers import (
@@ -36,8 +38,6 @@ from lm_edit.editors.locate.solvers import (
 from lm_edit.editors.locate.templates import generate_context_templates
 from lm_edit.editors.locate.value_cache import load_value, save_value, value_path, weights_digest
 from lm_edit.editors.locate.values import ValueConfig, ValueResult, optimise_value
-from lm_edit.requests import EditRequest
-from lm_edit.stats import StatsSpec, derived, second_moment_files
 
 logger = logging.getLogger(__name__)
 

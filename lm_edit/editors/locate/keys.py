@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from lm_edit.anatomy import ModelAnatomy
-from lm_edit.hooks import capture_inputs, capture_outputs, run_until_stop
-from lm_edit.requests import EditRequest
-from lm_edit.tokens import pad_batch, subject_last_token
+from lm_edit.core.anatomy import ModelAnatomy
+from lm_edit.core.hooks import capture_inputs, capture_outputs, run_until_stop
+from lm_edit.core.tokens import pad_batch, subject_last_token
+from lm_edit.data.requests import EditRequest
 
 
 def _at_subject(

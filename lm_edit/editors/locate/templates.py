@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lm_edit.tokens import pad_batch
+from lm_edit.core.tokens import pad_batch
 
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 

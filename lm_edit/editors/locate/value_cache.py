@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from lm_edit.atomic import save_tensors
+from lm_edit.data.requests import EditRequest
 from lm_edit.editors.locate.values import ValueConfig, ValueResult
-from lm_edit.offline_model import cache_root
-from lm_edit.requests import EditRequest
+from lm_edit.paths import values_cache_dir
 
 
 def weights_digest(model) -> str:
@@ -54,7 +54,7 @@ def value_path(
         sort_keys=True,
     )
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return cache_root() / "values" / digest / f"{name}.pt"
+    return values_cache_dir(digest) / f"{name}.pt"
 
 
 def load_value(path: Path) -> ValueResult | None:

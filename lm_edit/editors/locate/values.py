@@ -29,10 +29,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from lm_edit.anatomy import ModelAnatomy
-from lm_edit.hooks import edit_output
-from lm_edit.requests import EditRequest
-from lm_edit.tokens import pad_batch, prompt_and_target, subject_last_token
+from lm_edit.core.anatomy import ModelAnatomy
+from lm_edit.core.hooks import edit_output
+from lm_edit.core.tokens import pad_batch, prompt_and_target, subject_last_token
+from lm_edit.data.requests import EditRequest
 
 
 @dataclass(frozen=True)

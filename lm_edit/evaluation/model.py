@@ -1,0 +1,238 @@
+"""``edited-hf``: lm-eval's HFLM, with a stream of edits applied before any request.
+
+    lm_eval --model edited-hf \\
+      --model_args pretrained=smollm2-135m,editor=rome,n_edits=10,edit_data=demo \\
+      --tasks counterfact_edit
+
+The model is loaded exactly as ``--model hf`` loads it (every HFLM argument works); the
+arguments below are removed before HFLM sees them. Any other argument that names a
+hyperparameter of the chosen editor (``layers=[5]``, ``v_lr=0.1``...) overrides it, and
+``layers_module=`` / ``mlp_out_module=``... override the model anatomy.
+``generation_batch_size=N`` batches generation requests by N while log-likelihood
+requests keep ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from lm_edit.core.anatomy import split_anatomy_overrides
+from lm_edit.core.stream import EditStream
+from lm_edit.data.loading import load_edit_requests, select_requests
+from lm_edit.data.requests import EditRequest
+from lm_edit.editors import EditRecord, hyperparameter_names
+from lm_edit.editors.config import as_dict
+from lm_edit.evaluation.individual import score_individual
+from lm_edit.evaluation.session import EditSession, open_session
+from lm_edit.offline_model import resolve_pretrained
+
+logger = logging.getLogger(__name__)
+
+EDIT_ARGS = {
+    "editor": "rome",
+    "n_edits": 10,
+    "edit_data": "demo",
+    "edit_split": None,
+    "edit_batch_size": 1,
+    "edit_seed": 0,
+    "editor_config": None,
+    "individual_scores": True,
+}
+LOCALITY_MAX_TOKENS = 16
+FALSE_WORDS = {"false", "0", "no", "off"}
+
+
+def split_model_args(kwargs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
+    """Split keyword arguments into (edit args, editor hyperparameters, anatomy overrides,
+    HFLM arguments). Fails fast on an unknown editor."""
+    edit_args = {k: kwargs.pop(k, default) for k, default in EDIT_ARGS.items()}
+    anatomy, rest = split_anatomy_overrides(kwargs)
+    names = hyperparameter_names(str(edit_args["editor"]))
+    hyper = {k: v for k, v in rest.items() if k in names}
+    hflm = {k: v for k, v in rest.items() if k not in names}
+    return edit_args, hyper, anatomy, hflm
+
+
+def parse_generation_batch_size(value: Any) -> int | None:
+    """``generation_batch_size`` as a positive int, or None (use ``batch_size``)."""
+    if value in (None, "", "none", "None"):
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1:
+        raise ValueError(
+            f"generation_batch_size={value!r}: expected a positive integer (or leave it out "
+            "to batch generation like log-likelihood, by batch_size)."
+        )
+    return size
+
+
+def share_lm_eval_logging() -> None:
+    """Send lm-edit's log lines through lm-eval's handlers, at lm-eval's level, so the
+    statistics source and the edit manifest appear in the CLI's output."""
+    ours, theirs = logging.getLogger("lm_edit"), logging.getLogger("lm_eval")
+    if ours.handlers or not theirs.handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(theirs.getEffectiveLevel())
+    ours.propagate = False
+
+
+@register_model("edited-hf")
+class EditedLM(HFLM):
+    """HFLM that edits its model once, after loading and before evaluation."""
+
+    def __init__(self, pretrained: Any, defer_edits: bool = False, **kwargs: Any) -> None:
+        """Load the model, open the edit session and apply all chosen edits, or none of
+        them yet with ``defer_edits=True`` (then :meth:`edit_up_to` applies them)."""
+        share_lm_eval_logging()
+        self.generation_batch_size = parse_generation_batch_size(
+            kwargs.pop("generation_batch_size", None)
+        )
+        edit_args, hyper, anatomy, hflm_args = split_model_args(dict(kwargs))
+        self.planned_requests = self._select(edit_args)
+        super().__init__(pretrained=resolve_pretrained(pretrained), **hflm_args)
+        self.edit_stream = EditStream.create(
+            self.model,
+            self.tokenizer,
+            str(edit_args["editor"]),
+            seed=int(edit_args["edit_seed"]),
+            editor_config=edit_args["editor_config"],
+            anatomy_overrides=anatomy,
+            **hyper,
+        )
+        self.edit_batch_size = int(edit_args["edit_batch_size"])
+        self.edit_session = EditSession(
+            requests=[],
+            editor=self.edit_stream.spec.name,
+            edit_data=str(edit_args["edit_data"]),
+            config={
+                **as_dict(self.edit_stream.spec.config),
+                **edit_args,
+                "family": self.edit_stream.spec.family,
+            },
+            unedited_answers=self.greedy_locality_answers(self.planned_requests),
+            tokenizer=self.tokenizer,
+            planned=self.planned_requests,
+        )
+        self.individual_scores = str(edit_args["individual_scores"]).lower() not in FALSE_WORDS
+        open_session(self.edit_session)
+        if not defer_edits:
+            self.edit_up_to(len(self.planned_requests))
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """HFLM's generation, batched by ``generation_batch_size`` when it is set.
+
+        Log-likelihood memory grows with batch x length x vocabulary (HFLM keeps the
+        log-softmax of every position), while greedy decoding on a CPU is cheaper per
+        token in larger batches, so the two can use different batch sizes.
+        """
+        if self.generation_batch_size is None:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        loglikelihood_batch_size = self.batch_size_per_gpu
+        self.batch_size_per_gpu = self.generation_batch_size
+        try:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self.batch_size_per_gpu = loglikelihood_batch_size
+
+    @property
+    def n_applied(self) -> int:
+        """How many of the planned requests have been applied so far."""
+        return len(self.edit_session.requests)
+
+    def edit_up_to(self, count: int, progress: bool = True) -> None:
+        """Continue the stream until the first ``count`` planned requests are applied (the
+        session then scores exactly those); a no-op when they already are."""
+        if not 0 <= count <= len(self.planned_requests):
+            raise ValueError(
+                f"Cannot edit up to {count}: {len(self.planned_requests)} edits are planned "
+                "(raise n_edits)."
+            )
+        pending = self.planned_requests[self.n_applied : count]
+        if pending:
+            self.edit_stream.apply(
+                pending,
+                batch_size=self.edit_batch_size,
+                progress=progress,
+                after_batch=self._after_batch,
+            )
+        open_session(self.edit_session)
+        logger.info("Edit manifest: %s", json.dumps(self.edit_session.manifest(), default=str))
+
+    def _after_batch(self, record: EditRecord) -> None:
+        """Record one applied batch in the session and, unless ``individual_scores=False``,
+        score its cases right away (their individual scores)."""
+        by_id = {r.case_id: r for r in self.planned_requests[self.n_applied :]}
+        batch = [by_id[case_id] for case_id in record.case_ids]
+        self.edit_session.requests.extend(batch)
+        self.edit_session.records.append(record.summary())
+        if self.individual_scores:
+            self.edit_session.individual.update(score_individual(self, batch))
+
+    @staticmethod
+    def _select(edit_args: dict[str, Any]) -> list[EditRequest]:
+        """Load and choose the requests first, so bad edit arguments fail before loading."""
+        n_edits = edit_args["n_edits"]
+        requests = load_edit_requests(str(edit_args["edit_data"]), split=edit_args["edit_split"])
+        return select_requests(
+            requests,
+            None if n_edits in (None, "all") else int(n_edits),
+            int(edit_args["edit_seed"]),
+        )
+
+    def greedy_locality_answers(self, requests: list[EditRequest]) -> dict[tuple[str, int], str]:
+        """The current model's greedy continuation of every locality prompt, as long (in
+        tokens) as the probe's gold answer not counting leading whitespace-only tokens,
+        through HFLM's own generation (cut at a line break, at most 16 tokens).
+
+        A continuation that opens with a bare space token (``" "`` before ``"1999"``)
+        would otherwise be all whitespace: vacuous under teacher forcing and never
+        matched in generation. Such answers get one more token until they show text.
+        """
+        budgets: dict[tuple[str, int], int] = {}
+        prompts: dict[tuple[str, int], str] = {}
+        for request in requests:
+            for index, probe in enumerate(request.locality):
+                length = len(self.tok_encode(" " + probe.answer, add_special_tokens=False))
+                budgets[(request.case_id, index)] = max(1, min(length, LOCALITY_MAX_TOKENS))
+                prompts[(request.case_id, index)] = probe.prompt
+        answers: dict[tuple[str, int], str] = {}
+        pending = list(prompts)
+        while pending:
+            answers.update(self._greedy(prompts, budgets, pending))
+            pending = [
+                key
+                for key in pending
+                if answers[key] and not answers[key].strip() and budgets[key] < LOCALITY_MAX_TOKENS
+            ]
+            for key in pending:
+                budgets[key] += 1
+        return answers
+
+    def _greedy(
+        self, prompts: dict[tuple[str, int], str], budgets: dict[tuple[str, int], int], keys: list
+    ) -> dict[tuple[str, int], str]:
+        """Greedy continuations of ``prompts[key]`` with ``budgets[key]`` tokens, cut at a
+        line break."""
+        instances = [
+            Instance(
+                "generate_until",
+                {},
+                (prompts[key], {"until": ["\n"], "max_gen_toks": budgets[key], "do_sample": False}),
+                position,
+            )
+            for position, key in enumerate(keys)
+        ]
+        if not instances:
+            return {}
+        return dict(zip(keys, self.generate_until(instances, disable_tqdm=True), strict=True))

@@ -1,0 +1,67 @@
+"""The edit session: which cases the model edited and what the unedited model answered.
+
+``edited-hf`` opens a session after loading the model and before editing; the editing
+tasks (``zsre_edit``, ``counterfact_edit``) read it to score exactly the edited cases.
+One process evaluates one model at a time in lm-eval, so the open session is kept per
+process; :func:`close_session` ends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lm_edit.data.requests import EditRequest
+
+
+@dataclass
+class EditSession:
+    """Edited cases (in edit order), the unedited model's locality answers, and provenance.
+
+    ``unedited_answers`` maps ``(case_id, locality index)`` to the unedited model's greedy
+    continuation of that locality prompt. ``individual`` holds each case's scores taken
+    right after its own edit batch (``case_id -> "kind/index" -> metric -> value``, see
+    :mod:`lm_edit.evaluation.individual`); the tasks report them beside the scores after all edits.
+    ``tokenizer`` is the edited model's (the teacher-forced tasks split answers with it).
+    ``planned`` lists the cases the model will edit; while none is applied yet, the
+    editing tasks score those on the unedited model.
+    """
+
+    requests: list[EditRequest]
+    editor: str
+    edit_data: str
+    config: dict[str, Any] = field(default_factory=dict)
+    unedited_answers: dict[tuple[str, int], str] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    individual: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    tokenizer: Any = None
+    planned: list[EditRequest] = field(default_factory=list)
+
+    def manifest(self) -> dict[str, Any]:
+        """JSON-friendly provenance: editor, config, case ids in order, per-step timings."""
+        return {
+            "editor": self.editor,
+            "edit_data": self.edit_data,
+            "config": self.config,
+            "case_ids": [r.case_id for r in self.requests],
+            "steps": self.records,
+        }
+
+
+_open: list[EditSession] = []
+
+
+def open_session(session: EditSession) -> None:
+    """Make ``session`` the one tasks read (replacing any earlier one)."""
+    _open.clear()
+    _open.append(session)
+
+
+def active_session() -> EditSession | None:
+    """The open session, or None under a model that did not edit (for example ``hf``)."""
+    return _open[0] if _open else None
+
+
+def close_session() -> None:
+    """Forget the open session."""
+    _open.clear()

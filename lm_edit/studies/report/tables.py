@@ -1,0 +1,261 @@
+"""The report's tables, as plain header + rows (rendered to Markdown or HTML elsewhere).
+
+* damage table (Table 1 of Lin et al., 2024): editor x #edits x capability tasks + average;
+* edit-success tables (Table 2 layout), one per editing task: reliability, generality,
+  locality and portability, each by the task's first metric of that kind, sequential
+  (scored after the checkpoint's last edit) beside individual (right after its own edit);
+* editing table: every metric of the editing tasks, for reference;
+* drift table: parameter drift, language modelling, edit time and memory;
+* leaderboard: editors ranked by capability retained at one #edits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import mean
+
+from lm_edit.evaluation.probes import KINDS as PROBE_KINDS
+from lm_edit.studies.report.load import Checkpoint, is_edit_task
+from lm_edit.studies.sweep.manifest import UNEDITED
+
+EDIT_ORDER = ("reliability", "es_", "generality", "ps_", "locality", "ns_", "portability")
+# Locality's headline is agreement with the unedited model (the definition of Yao et al.,
+# 2023), when the task reports it.
+PREFERRED = {"locality": "unedited"}
+INDIVIDUAL = "_individual"
+SEQUENTIAL_NOTE = (
+    "Sequential scores are taken after the checkpoint's last edit, on all cases edited so far; "
+    "*individual* scores each case right after its own edit. The unedited row scores the "
+    "planned cases before any edit."
+)
+
+
+@dataclass
+class Table:
+    """A titled table: column names and rows of cells (numbers or text)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[object]]
+    note: str = ""
+
+
+def capability_tasks(rows: list[Checkpoint]) -> list[str]:
+    """Top-level tasks that are not editing tasks, in first-seen order."""
+    names: list[str] = []
+    for row in rows:
+        for task in row.top_level:
+            if task not in names and row.scores.get(task) and not is_edit_task(row.scores[task]):
+                names.append(task)
+    return names
+
+
+def edit_tasks(rows: list[Checkpoint]) -> list[str]:
+    """Tasks reporting editing metrics, in first-seen order."""
+    names: list[str] = []
+    for row in rows:
+        for task, metrics in row.scores.items():
+            if task not in names and is_edit_task(metrics):
+                names.append(task)
+    return names
+
+
+def primary_metric(rows: list[Checkpoint], task: str) -> str:
+    """The task's first reported metric (lm-eval keeps the YAML's metric order)."""
+    for row in rows:
+        if row.scores.get(task):
+            return next(iter(row.scores[task]))
+    raise KeyError(task)
+
+
+def capability_scores(row: Checkpoint, tasks: list[str], metrics: dict[str, str]) -> list:
+    """The row's primary score per capability task (None where missing)."""
+    return [row.scores.get(task, {}).get(metrics[task]) for task in tasks]
+
+
+def _avg(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return mean(present) if present else None
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def damage_table(rows: list[Checkpoint]) -> Table:
+    """Editor x #edits x capability task (primary metric, %) and the average."""
+    tasks = capability_tasks(rows)
+    metrics = {task: primary_metric(rows, task) for task in tasks}
+    header = ["editor", "#edits", *[f"{t} ({metrics[t]})" for t in tasks], "average"]
+    body = []
+    for row in rows:
+        scores = capability_scores(row, tasks, metrics)
+        body.append([row.editor, row.n_edits, *map(_pct, scores), _pct(_avg(scores))])
+    return Table("Capability after sequential edits (%)", header, body)
+
+
+def _edit_metric_rank(name: str) -> int:
+    return next((i for i, p in enumerate(EDIT_ORDER) if name.startswith(p)), len(EDIT_ORDER))
+
+
+def edit_metric_columns(rows: list[Checkpoint]) -> list[tuple[str, str]]:
+    """(task, metric) of every editing metric: reliability, generality, locality,
+    portability, each group in the order the results report them."""
+    columns = []
+    for task in edit_tasks(rows):
+        names = dict.fromkeys(m for row in rows for m in row.scores.get(task, {}))
+        columns += [(task, m) for m in sorted(names, key=_edit_metric_rank)]
+    return columns
+
+
+def headline_metrics(rows: list[Checkpoint], task: str) -> list[tuple[str, str, str | None]]:
+    """(probe kind, sequential metric, its individual twin or None) for every kind the
+    task reports: each kind's first sequential metric in the results' order (for locality
+    the first against the unedited model, when there is one)."""
+    names = list(dict.fromkeys(m for row in rows for m in row.scores.get(task, {})))
+    out = []
+    for kind in PROBE_KINDS:
+        sequential = [m for m in names if m.startswith(kind) and INDIVIDUAL not in m]
+        preferred = [m for m in sequential if PREFERRED.get(kind, "\0") in m]
+        sequential = preferred or sequential
+        if sequential:
+            twin = f"{sequential[0]}{INDIVIDUAL}"
+            out.append((kind, sequential[0], twin if twin in names else None))
+    return out
+
+
+def edit_success_tables(rows: list[Checkpoint]) -> list[Table]:
+    """Per editing task, the Table 2 layout: each probe kind's headline metric (%),
+    sequential and, where recorded, individual."""
+    tables = []
+    for task in edit_tasks(rows):
+        columns = headline_metrics(rows, task)
+        if not columns:
+            continue
+        header, metrics = ["editor", "#edits"], []
+        for kind, sequential, individual in columns:
+            header.append(kind)
+            metrics.append(sequential)
+            if individual:
+                header.append(f"{kind} (individual)")
+                metrics.append(individual)
+        body = [
+            [row.editor, row.n_edits, *[_pct(row.scores.get(task, {}).get(m)) for m in metrics]]
+            for row in rows
+            if row.scores.get(task)
+        ]
+        used = ", ".join(f"{kind}: `{sequential}`" for kind, sequential, _ in columns)
+        note = f"Metrics: {used}. {SEQUENTIAL_NOTE}"
+        tables.append(Table(f"Edit success on {task} (%)", header, body, note))
+    return tables
+
+
+def edit_table(rows: list[Checkpoint]) -> Table:
+    """Every editing metric per checkpoint (%); ``individual`` in a name marks a score
+    taken right after that case's own edit, the rest are sequential."""
+    columns = edit_metric_columns(rows)
+    header = ["editor", "#edits", *[f"{task} {metric}" for task, metric in columns]]
+    body = [
+        [row.editor, row.n_edits, *[_pct(row.scores.get(t, {}).get(m)) for t, m in columns]]
+        for row in rows
+    ]
+    return Table("All editing metrics (%)", header, body, SEQUENTIAL_NOTE)
+
+
+def _mib(value: int | None) -> float | None:
+    return None if value is None else value / 2**20
+
+
+def drift_table(rows: list[Checkpoint]) -> Table:
+    """Mean drift of the edited matrices, adjusted perplexity, edit time and memory."""
+    header = [
+        "editor",
+        "#edits",
+        "mean Pearson r",
+        "mean rel. Frobenius",
+        "adjusted ppl",
+        "ppl",
+        "distinct-2",
+        "edit s (total)",
+        "peak memory MiB",
+    ]
+    body = []
+    for row in rows:
+        drift, ppl = row.entry.get("drift") or {}, row.entry.get("perplexity") or {}
+        body.append(
+            [
+                row.editor,
+                row.n_edits,
+                drift.get("pearson_r"),
+                drift.get("relative_frobenius"),
+                ppl.get("adjusted_ppl"),
+                ppl.get("ppl"),
+                ppl.get("distinct_2"),
+                row.entry.get("edit_seconds_total"),
+                _mib(row.entry.get("peak_memory_bytes")),
+            ]
+        )
+    return Table("Parameter drift, language modelling and cost", header, body)
+
+
+def success_metric(rows: list[Checkpoint]) -> tuple[str, str] | None:
+    """The (task, metric) shown as edit success: the first reliability-type metric."""
+    columns = [c for c in edit_metric_columns(rows) if "individual" not in c[1]]
+    return columns[0] if columns else None
+
+
+def default_at(rows: list[Checkpoint]) -> int:
+    """The largest #edits reached by every editor (else the largest reached by any)."""
+    edited = [r for r in rows if r.editor.split(" ")[0] != UNEDITED]
+    if not edited:
+        return 0
+    per_editor: dict[str, set[int]] = {}
+    for row in edited:
+        per_editor.setdefault(row.editor, set()).add(row.n_edits)
+    common = set.intersection(*per_editor.values())
+    return max(common) if common else max(r.n_edits for r in edited)
+
+
+def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
+    """Editors ranked by capability retained at ``at`` edits (mean over tasks of score /
+    unedited score), beside edit success; the unedited model is the first row."""
+    at = default_at(rows) if at is None else at
+    tasks = capability_tasks(rows)
+    metrics = {task: primary_metric(rows, task) for task in tasks}
+    success = success_metric(rows)
+    base = {r.sweep: r for r in rows if r.editor.split(" ")[0] == UNEDITED}
+
+    def retained(row: Checkpoint) -> float | None:
+        reference = base.get(row.sweep)
+        if reference is None:
+            return None
+        pairs = zip(
+            capability_scores(row, tasks, metrics),
+            capability_scores(reference, tasks, metrics),
+            strict=True,
+        )
+        return _pct(_avg([s / b for s, b in pairs if s is not None and b]))
+
+    def succeeded(row: Checkpoint) -> float | None:
+        return None if success is None else _pct(row.scores.get(success[0], {}).get(success[1]))
+
+    candidates = [r for r in rows if r.n_edits == at and r.editor.split(" ")[0] != UNEDITED]
+    candidates.sort(key=lambda r: -(retained(r) or float("-inf")))
+    header = ["rank", "editor", "#edits", "capability retained (%)", "capability avg (%)"]
+    header.append(f"edit success: {success[0]} {success[1]} (%)" if success else "edit success")
+    ranked = [
+        [
+            "-" if row.editor.split(" ")[0] == UNEDITED else str(i),
+            row.editor,
+            row.n_edits,
+            retained(row),
+            _pct(_avg(capability_scores(row, tasks, metrics))),
+            succeeded(row),
+        ]
+        for i, row in enumerate([*base.values(), *candidates], start=1 - len(base))
+    ]
+    note = (
+        f"Ranked at {at} edits. Capability retained: mean over the capability tasks of the "
+        "editor's score divided by the unedited model's score on the same task."
+    )
+    return Table(f"Leaderboard at {at} edits", header, ranked, note)

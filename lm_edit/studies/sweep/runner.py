@@ -1,0 +1,299 @@
+"""The sweep loop: per editor, load the model once, continue one edit stream through the
+checkpoints, and evaluate the live model with lm-eval's ``simple_evaluate`` at each.
+
+The unedited model is checkpoint 0: the first model loaded evaluates it before its first
+edit (the editing tasks then score the planned cases), and every editor shares it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from lm_edit.studies.sweep.drift import drift_summary, earliest_originals, parameter_drift
+from lm_edit.studies.sweep.lock import sweep_folder_lock
+from lm_edit.studies.sweep.manifest import UNEDITED, SweepState, checkpoint_dir
+from lm_edit.studies.sweep.outputs import RESULTS, write_checkpoint
+
+logger = logging.getLogger(__name__)
+
+RESERVED_MODEL_ARGS = {
+    "editor": "pass editors with --editors",
+    "n_edits": "the largest of --checkpoints sets it",
+    "defer_edits": "the sweep defers edits itself",
+}
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs; all but ``editors``, ``checkpoints``, ``output_path`` and
+    ``overwrite`` are fingerprinted in the manifest."""
+
+    model_args: dict[str, Any]
+    editors: list[str]
+    checkpoints: list[int]
+    tasks: list[str]
+    output_path: Path
+    device: str | None = None
+    batch_size: int | str = 1
+    limit: float | None = None
+    num_fewshot: int | None = None
+    gen_kwargs: str | None = None
+    log_samples: bool = False
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    confirm_run_unsafe_code: bool = False
+    include_path: list[str] = field(default_factory=list)
+    seed: int = 0
+    perplexity: bool = False
+    ppl_model: str | None = None
+    ppl_max_new_tokens: int = 32
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for key, why in RESERVED_MODEL_ARGS.items():
+            if key in self.model_args:
+                raise ValueError(f"model_args may not set {key!r} in a sweep: {why}.")
+        if "pretrained" not in self.model_args:
+            raise ValueError("model_args needs pretrained=<model name or folder>.")
+        if not self.editors:
+            raise ValueError("--editors is empty: name at least one editor (e.g. rome,memit).")
+        if not self.checkpoints or min(self.checkpoints) < 1:
+            raise ValueError(f"--checkpoints must be edit counts >= 1, got {self.checkpoints}.")
+        if not self.tasks:
+            raise ValueError("--tasks is empty.")
+        self.checkpoints = sorted(set(self.checkpoints))
+        self.output_path = Path(self.output_path)
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The arguments that decide every checkpoint's numbers."""
+        skip = {"editors", "checkpoints", "output_path", "overwrite", "log_samples"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    @property
+    def n_edits(self) -> int:
+        """Edits planned per editor: the largest checkpoint."""
+        return self.checkpoints[-1]
+
+
+def load_model(config: SweepConfig, editor: str) -> Any:
+    """An ``edited-hf`` model with the sweep's edits planned but none applied."""
+    from lm_edit.evaluation.model import EditedLM
+
+    device = {} if config.device is None else {"device": config.device}
+    return EditedLM(
+        defer_edits=True,
+        editor=editor,
+        n_edits=config.n_edits,
+        batch_size=config.batch_size,
+        **device,
+        **config.model_args,
+    )
+
+
+def evaluate_live(lm: Any, config: SweepConfig, task_manager: Any) -> dict[str, Any]:
+    """Evaluate the live model through lm-eval's ``simple_evaluate``."""
+    from lm_eval import simple_evaluate
+
+    return simple_evaluate(
+        model=lm,
+        model_args={"pretrained": str(config.model_args["pretrained"])},
+        tasks=list(config.tasks),
+        num_fewshot=config.num_fewshot,
+        limit=config.limit,
+        gen_kwargs=config.gen_kwargs,
+        log_samples=config.log_samples,
+        apply_chat_template=config.apply_chat_template,
+        fewshot_as_multiturn=config.fewshot_as_multiturn,
+        confirm_run_unsafe_code=config.confirm_run_unsafe_code,
+        task_manager=task_manager,
+        random_seed=config.seed,
+        numpy_random_seed=config.seed + 1234,
+        torch_random_seed=config.seed + 1234,
+        fewshot_random_seed=config.seed + 1234,
+    )
+
+
+class SweepTaskError(ValueError):
+    """A task of the sweep cannot be built."""
+
+
+def check_tasks_load(config: SweepConfig, task_manager: Any) -> None:
+    """Build every task once before any edit or evaluation, so a task that cannot load
+    (a misspelt name, a benchmark without data offline) fails in seconds, not after the
+    edits."""
+    try:
+        task_manager.load(list(config.tasks))
+    except Exception as error:
+        raise SweepTaskError(
+            f"The sweep's tasks {','.join(config.tasks)} could not be built, so nothing was "
+            f"edited or evaluated: {type(error).__name__}: {error}. Check the task names "
+            "(lm_eval ls tasks); offline, benchmarks need local copies of their data "
+            "(lm-edit capability-data <folder>, see tasks/README.md)."
+        ) from error
+
+
+def build_task_manager(config: SweepConfig) -> Any:
+    """lm-eval's TaskManager with lm-edit's tasks and any ``--include_path`` (built once)."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_edit.paths import tasks_dir
+
+    return TaskManager(include_path=[str(tasks_dir()), *config.include_path])
+
+
+def language_modelling(lm: Any, config: SweepConfig, scorer: Any) -> dict[str, float] | None:
+    """Adjusted perplexity of the live model (``--perplexity``), else None."""
+    if not config.perplexity:
+        return None
+    from lm_edit.studies.sweep.perplexity import adjusted_perplexity
+
+    originals = earliest_originals(lm.edit_stream.records)
+    return adjusted_perplexity(
+        lm.model,
+        lm.tokenizer,
+        score=scorer,
+        originals=originals,
+        max_new_tokens=config.ppl_max_new_tokens,
+    )
+
+
+def external_scorer(config: SweepConfig) -> Any:
+    """The ``--ppl_model`` scorer, loaded once; None scores with the unedited model."""
+    if not (config.perplexity and config.ppl_model):
+        return None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_edit.offline_model import resolve_pretrained
+    from lm_edit.studies.sweep.perplexity import model_scorer
+
+    path = resolve_pretrained(config.ppl_model)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    return model_scorer(model, AutoTokenizer.from_pretrained(path))
+
+
+CheckpointHook = Callable[[str, int, Any], None]
+ResultsHook = Callable[[str, int, dict[str, Any]], None]
+
+
+@dataclass
+class Sweep:
+    """One sweep run: its configuration, folder state and the evaluation it uses."""
+
+    config: SweepConfig
+    state: SweepState
+    task_manager: Any
+    evaluate: Callable[[Any, SweepConfig, Any], dict[str, Any]] = evaluate_live
+    on_checkpoint: CheckpointHook | None = None
+    log_results: ResultsHook | None = None
+    events: list[tuple[str, int, str]] = field(default_factory=list)
+    scorer: Any = None
+    tasks_checked: bool = False
+
+    def run(self) -> list[tuple[str, int, str]]:
+        """Run (or resume) every editor; return (editor, n_edits, "evaluated"/"skipped")."""
+        config = self.config
+        total = len(config.editors) * len(config.checkpoints) + 1
+        done = sum(self.state.is_done(e, k) for e in config.editors for k in config.checkpoints)
+        done += self.state.is_done(UNEDITED, 0)
+        self.scorer = external_scorer(config)
+        with tqdm(total=total, initial=done, desc="sweep checkpoints", unit="ckpt") as bar:
+            for editor in config.editors:
+                self._run_editor(editor, bar)
+        return self.events
+
+    def _run_editor(self, editor: str, bar: tqdm) -> None:
+        config, state = self.config, self.state
+        todo = [k for k in config.checkpoints if not state.is_done(editor, k)]
+        unedited_todo = not state.is_done(UNEDITED, 0)
+        self.events += [(editor, k, "skipped") for k in config.checkpoints if k not in todo]
+        if not todo and not unedited_todo:
+            logger.info("Editor %s: every checkpoint is finished, skipped", editor)
+            return
+        lm = load_model(config, editor)
+        if not self.tasks_checked:
+            check_tasks_load(config, self.task_manager)
+            self.tasks_checked = True
+        if unedited_todo:
+            self._checkpoint(lm, UNEDITED, 0)
+            bar.update()
+        for n_edits in config.checkpoints:
+            if not todo or n_edits > todo[-1]:
+                break
+            start = time.perf_counter()
+            lm.edit_up_to(n_edits)
+            if n_edits not in todo:
+                logger.info(
+                    "Editor %s: re-applied edits up to finished checkpoint %d", editor, n_edits
+                )
+                continue
+            self._checkpoint(lm, editor, n_edits, time.perf_counter() - start)
+            bar.update()
+        del lm
+        gc.collect()
+
+    def _checkpoint(self, lm: Any, editor: str, n_edits: int, step_seconds: float = 0.0) -> None:
+        """Evaluate the live model and record the checkpoint (results, then manifest)."""
+        folder = checkpoint_dir(self.state.root, editor, n_edits)
+        if (folder / RESULTS).exists():
+            logger.warning(
+                "Redoing %s/%d: its results were written but not recorded", editor, n_edits
+            )
+        start = time.perf_counter()
+        output = self.evaluate(lm, self.config, self.task_manager)
+        eval_seconds = time.perf_counter() - start
+        records = lm.edit_stream.records if n_edits else []
+        drift = parameter_drift(lm.model, records)
+        ppl = language_modelling(lm, self.config, self.scorer)
+        memory = [r.peak_memory_bytes for r in records if r.peak_memory_bytes is not None]
+        entry = {
+            "editor": editor,
+            "n_edits": n_edits,
+            "edit_seconds_total": sum(r.seconds for r in records),
+            "edit_seconds_step": step_seconds,
+            "peak_memory_bytes": max(memory) if memory else None,
+            "eval_seconds": eval_seconds,
+            "drift": drift_summary(drift),
+            "perplexity": ppl,
+            "case_ids": [r.case_id for r in lm.edit_session.requests],
+        }
+        extra = {**entry, "drift_per_matrix": drift, "session": lm.edit_session.manifest()}
+        path = write_checkpoint(folder, output, extra)
+        if self.log_results is not None:
+            self.log_results(editor, n_edits, output)
+        entry["results"] = str(path.relative_to(self.state.root))
+        entry["editor_config"] = lm.edit_session.config
+        self.state.finish(editor, n_edits, entry)
+        self.events.append((editor, n_edits, "evaluated"))
+        logger.info("Checkpoint %s/%d written to %s", editor, n_edits, path)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(editor, n_edits, lm)
+
+
+def run_sweep(
+    config: SweepConfig,
+    task_manager: Any = None,
+    on_checkpoint: CheckpointHook | None = None,
+    evaluate: Callable[[Any, SweepConfig, Any], dict[str, Any]] = evaluate_live,
+    log_results: ResultsHook | None = None,
+) -> tuple[SweepState, list[tuple[str, int, str]]]:
+    """Run or resume the sweep described by ``config``; return its state and events.
+    ``log_results(editor, n_edits, results)`` sees every evaluated checkpoint's output."""
+    with sweep_folder_lock(config.output_path):
+        state = SweepState.open(config.output_path, config.fingerprinted(), config.overwrite)
+        sweep = Sweep(
+            config,
+            state,
+            task_manager or build_task_manager(config),
+            evaluate=evaluate,
+            on_checkpoint=on_checkpoint,
+            log_results=log_results,
+        )
+        return state, sweep.run()
