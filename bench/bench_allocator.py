@@ -25,7 +25,7 @@ import json, resource, sys, time
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.offline_model import converted_model_dir
-from lm_edit.core.stream import EditStream
+from lm_edit.stream import EditStream
 
 edits, data = int(sys.argv[1]), sys.argv[2]
 folder = converted_model_dir()

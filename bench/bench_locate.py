@@ -24,12 +24,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm_edit.core.anatomy import resolve_anatomy
 from lm_edit.core.stats import StatsSpec, collect, load_texts, model_fingerprint
-from lm_edit.core.stream import EditStream
 from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.editors import resolve_editor
 from lm_edit.editors.locate.editor import resolve_layers
 from lm_edit.editors.locate.values import optimise_value
 from lm_edit.offline_model import converted_model_dir
+from lm_edit.stream import EditStream
 
 
 def statistics_passes(model, tokenizer, layers: list[int], passages: int) -> None:

@@ -16,10 +16,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm_edit.core.anatomy import resolve_anatomy
 from lm_edit.core.stats import StatsSpec, collect, sample_model_texts
-from lm_edit.core.stream import EditStream
 from lm_edit.core.tokens import pad_batch
 from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.offline_model import converted_model_dir
+from lm_edit.stream import EditStream
 
 
 def forward_throughput(model, tokenizer, texts: list[str], spec: StatsSpec) -> tuple[float, int]:

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_edit.core.stream import EditStream
 from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.data.requests import EditRequest
 from lm_edit.offline_model import converted_model_dir
+from lm_edit.stream import EditStream
 
 
 def log_prob(model, tokenizer, prompt: str, target: str) -> float:

@@ -9,9 +9,9 @@ __all__ = ["EditRecord", "EditRequest", "EditStream", "Probe", "edit", "known_ed
 
 if TYPE_CHECKING:
     from lm_edit.api import edit
-    from lm_edit.core.stream import EditStream
     from lm_edit.data.requests import EditRequest, Probe
     from lm_edit.editors import EditRecord, known_editors
+    from lm_edit.stream import EditStream
 
 _LAZY = {
     "edit": "lm_edit.api",
@@ -19,7 +19,7 @@ _LAZY = {
     "known_editors": "lm_edit.editors",
     "EditRequest": "lm_edit.data.requests",
     "Probe": "lm_edit.data.requests",
-    "EditStream": "lm_edit.core.stream",
+    "EditStream": "lm_edit.stream",
 }
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lm_edit.core.stream import EditStream
+from lm_edit.core.record import EditRecord
 from lm_edit.data.requests import EditRequest
-from lm_edit.editors import EditRecord
+from lm_edit.stream import EditStream
 
 
 def edit(
@@ -31,13 +31,12 @@ def edit(
 
 
 def merge_records(records: list[EditRecord]) -> EditRecord:
-    """One record equivalent to a sequence (earliest original of each parameter kept)."""
+    """One record equivalent to a sequence: its undo takes back every step, newest first."""
     merged = EditRecord(editor=records[0].editor, case_ids=[])
     for record in records:
         merged.case_ids += record.case_ids
         merged.seconds += record.seconds
-        for name, original in record.originals.items():
-            merged.originals.setdefault(name, original)
+        merged.actions += record.actions
         merged.peak_memory_bytes = (
             max(merged.peak_memory_bytes or 0, record.peak_memory_bytes or 0) or None
         )

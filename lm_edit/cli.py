@@ -56,8 +56,8 @@ def _data(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lm_edit.core.stream import EditStream
     from lm_edit.offline_model import resolve_pretrained
+    from lm_edit.stream import EditStream
 
     path = resolve_pretrained(args.pretrained)
     model = AutoModelForCausalLM.from_pretrained(path)

@@ -69,7 +69,8 @@ def test_ten_sequential_rome_edits_on_counterfact(task_manager):
 
 @pytest.mark.slow
 def test_stock_lm_eval_cli_runs_the_demo(tmp_path):
-    from lm_edit.offline_model import cache_root, converted_model_dir
+    from lm_edit.offline_model import converted_model_dir
+    from lm_edit.paths import cache_root
 
     converted_model_dir()
     stats_were_cached = any((cache_root() / "stats").glob("*/layer5-model-*.pt"))

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import lm_edit
-from lm_edit.core.stream import EditStream
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors import resolve_editor
 from lm_edit.editors.locate.editor import LocateEditor
+from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
 
 FAST = {

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import lm_edit
-from lm_edit.core.stream import EditStream
 from lm_edit.data.requests import EditRequest, EditRequestError
 from lm_edit.editors import UnknownEditorError, known_editors
+from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
 
 FAST = {

@@ -7,14 +7,13 @@ import math
 import pytest
 import torch
 
-from lm_edit.editors import EditRecord
+from lm_edit.core.record import EditRecord, RestoreTensor, earliest_originals
 from lm_edit.studies.sweep.drift import (
     drift_summary,
-    earliest_originals,
     matrix_drift,
     parameter_drift,
 )
-from lm_edit.studies.sweep.perplexity import adjusted_perplexity, distinct_2, restored_weights
+from lm_edit.studies.sweep.perplexity import adjusted_perplexity, distinct_2
 from tests.conftest import make_tiny_model
 
 
@@ -36,8 +35,8 @@ def test_drift_uses_the_earliest_original(tiny_tokenizer):
     first = param.detach().clone()
     second = first * 3
     records = [
-        EditRecord("x", ["a"], {name: first}),
-        EditRecord("x", ["b"], {name: second}),
+        EditRecord("x", ["a"], [RestoreTensor(name, first)]),
+        EditRecord("x", ["b"], [RestoreTensor(name, second)]),
     ]
     assert earliest_originals(records)[name] is first
     with torch.no_grad():
@@ -60,14 +59,13 @@ def test_adjusted_perplexity_scores_with_the_restored_original(tiny_tokenizer):
     original = model.get_parameter(name).detach().clone()
     prompts = ["The Eiffel Tower is located in", "Toyota is a car company"]
     unedited = adjusted_perplexity(model, tiny_tokenizer, prompts=prompts, max_new_tokens=5)
+    record = EditRecord("x", ["a"])
     with torch.no_grad():
-        model.get_parameter(name).add_(0.5)
+        record.snapshot(model, name).add_(0.5)
     edited = model.get_parameter(name).detach().clone()
-    with restored_weights(model, {name: original}):
-        assert torch.equal(model.get_parameter(name), original)
-    assert torch.equal(model.get_parameter(name), edited)
+    assert torch.equal(record.originals[name], original)
     scored = adjusted_perplexity(
-        model, tiny_tokenizer, originals={name: original}, prompts=prompts, max_new_tokens=5
+        model, tiny_tokenizer, records=[record], prompts=prompts, max_new_tokens=5
     )
     assert scored["adjusted_ppl"] == pytest.approx(scored["ppl"] / scored["distinct_2"])
     assert scored["ppl"] != pytest.approx(unedited["ppl"])

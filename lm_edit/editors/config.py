@@ -17,16 +17,13 @@ An editor YAML looks like::
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import types
-import typing
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lm_edit.core.arguments import build
 from lm_edit.paths import editors_dir
 
 
@@ -92,73 +89,10 @@ def family_settings(spec: dict[str, Any], facts: dict[str, Any]) -> tuple[str | 
 
 
 def build_config(config_cls: type, values: dict[str, Any], editor: str) -> Any:
-    """Instantiate ``config_cls`` from ``values``, coercing strings from the command line.
-
-    Unknown keys raise a ``ValueError`` that lists the valid ones.
-    """
-    known = {f.name: f for f in fields(config_cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(
-            f"Unknown hyperparameter(s) {', '.join(unknown)} for editor {editor!r}. "
-            f"Valid: {', '.join(sorted(known))}."
-        )
-    hints = typing.get_type_hints(config_cls)
-    coerced = {k: coerce(v, hints[k], k) for k, v in values.items()}
-    return config_cls(**coerced)
-
-
-def coerce(value: Any, hint: Any, name: str) -> Any:
-    """Convert ``value`` (often a string from ``--model_args``) to the type ``hint``."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            return None
-        last_error: Exception | None = None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, option, name)
-            except (TypeError, ValueError) as exc:
-                last_error = exc
-        raise ValueError(f"{name}={value!r}: {last_error}")
-    if isinstance(value, str) and hint is not str:
-        value = _parse_literal(value)
-    if origin in (list, tuple):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        inner = args[0] if args else Any
-        converted = [coerce(v, inner, name) for v in items]
-        return tuple(converted) if origin is tuple else converted
-    if typing.get_origin(hint) is typing.Literal:
-        if value not in args:
-            raise ValueError(f"{name} must be one of {args}, got {value!r}")
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        if hint is int and float(value) != int(value):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        return hint(value)
-    if hint is str and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
-    return value
-
-
-def _parse_literal(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for separator in (";", "|"):
-        if separator in text:
-            return [_parse_literal(part) for part in text.split(separator)]
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    """Instantiate ``config_cls`` from ``values``, converting strings from the command line
+    and checking declared bounds; every error names the editor, the hyperparameter, the
+    value and what is allowed."""
+    return build(config_cls, values, f"editor {editor!r}", "hyperparameter")
 
 
 def read_user_config(path: str | Path) -> dict[str, Any]:

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from torch import nn
+
+from lm_edit.core.record import EditRecord
 from lm_edit.data.requests import EditRequest
-from lm_edit.editors.base import EditRecord, recording
+from lm_edit.editors.base import Editor, EditorConfig, register_editor
 
 
 @dataclass(frozen=True)
-class NoOpConfig:
+class NoOpConfig(EditorConfig):
     """The no-op editor has no hyperparameters."""
 
 
-class NoOpEditor:
+@register_editor("none")
+class NoOpEditor(Editor):
     """Records the requests and leaves the model untouched."""
 
-    name = "none"
+    config_class = NoOpConfig
+    changes_outputs = False
 
-    def __init__(self, config: NoOpConfig, **_: object) -> None:
-        self.config = config
-
-    def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditRecord:
-        with recording(model, self.name, requests) as record:
-            pass
-        return record
+    def edit(
+        self, model: nn.Module, tokenizer: Any, requests: list[EditRequest], record: EditRecord
+    ) -> None:
+        """Nothing to change."""

@@ -14,8 +14,10 @@ requests keep ``batch_size``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+from dataclasses import fields
 from typing import Any
 
 from lm_eval.api.instance import Instance
@@ -23,56 +25,47 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from lm_edit.core.anatomy import split_anatomy_overrides
-from lm_edit.core.stream import EditStream
+from lm_edit.core.arguments import HF_LOADING_ARGUMENTS, EditArguments, build
+from lm_edit.core.record import EditRecord
 from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.data.requests import EditRequest
-from lm_edit.editors import EditRecord, hyperparameter_names
+from lm_edit.editors import hyperparameter_names
 from lm_edit.editors.config import as_dict
 from lm_edit.evaluation.individual import score_individual
 from lm_edit.evaluation.session import EditSession, open_session
 from lm_edit.offline_model import resolve_pretrained
+from lm_edit.stream import EditStream
 
 logger = logging.getLogger(__name__)
 
-EDIT_ARGS = {
-    "editor": "rome",
-    "n_edits": 10,
-    "edit_data": "demo",
-    "edit_split": None,
-    "edit_batch_size": 1,
-    "edit_seed": 0,
-    "editor_config": None,
-    "individual_scores": True,
-}
+EDIT_ARGUMENT_NAMES = frozenset(f.name for f in fields(EditArguments))
 LOCALITY_MAX_TOKENS = 16
-FALSE_WORDS = {"false", "0", "no", "off"}
 
 
-def split_model_args(kwargs: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
-    """Split keyword arguments into (edit args, editor hyperparameters, anatomy overrides,
-    HFLM arguments). Fails fast on an unknown editor."""
-    edit_args = {k: kwargs.pop(k, default) for k, default in EDIT_ARGS.items()}
-    anatomy, rest = split_anatomy_overrides(kwargs)
-    names = hyperparameter_names(str(edit_args["editor"]))
+def split_model_args(kwargs: dict[str, Any]) -> tuple[EditArguments, dict, dict, dict]:
+    """Split keyword arguments into (edit arguments, editor hyperparameters, anatomy
+    overrides, HFLM arguments), each checked where it enters.
+
+    Every name has one owner: editor hyperparameters may not take a name HFLM or edited-hf
+    claims (checked when the editor is defined). A name no one claims that resembles an
+    editor hyperparameter is refused as a likely typo; other names go on to HFLM, which
+    hands them to ``from_pretrained``.
+    """
+    rest = dict(kwargs)
+    edit_values = {name: rest.pop(name) for name in EDIT_ARGUMENT_NAMES if name in rest}
+    edit_args = build(EditArguments, edit_values, "edited-hf")
+    anatomy, rest = split_anatomy_overrides(rest)
+    names = hyperparameter_names(edit_args.editor)
     hyper = {k: v for k, v in rest.items() if k in names}
     hflm = {k: v for k, v in rest.items() if k not in names}
+    for name in sorted(set(hflm) - HF_LOADING_ARGUMENTS):
+        close = difflib.get_close_matches(name, sorted(names | EDIT_ARGUMENT_NAMES), n=1)
+        if close:
+            raise ValueError(
+                f"edited-hf: unknown argument {name!r}; did you mean {close[0]!r}? "
+                f"(editor {edit_args.editor!r} takes: {', '.join(sorted(names)) or 'nothing'})"
+            )
     return edit_args, hyper, anatomy, hflm
-
-
-def parse_generation_batch_size(value: Any) -> int | None:
-    """``generation_batch_size`` as a positive int, or None (use ``batch_size``)."""
-    if value in (None, "", "none", "None"):
-        return None
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        size = 0
-    if size < 1:
-        raise ValueError(
-            f"generation_batch_size={value!r}: expected a positive integer (or leave it out "
-            "to batch generation like log-likelihood, by batch_size)."
-        )
-    return size
 
 
 def share_lm_eval_logging() -> None:
@@ -95,36 +88,34 @@ class EditedLM(HFLM):
         """Load the model, open the edit session and apply all chosen edits, or none of
         them yet with ``defer_edits=True`` (then :meth:`edit_up_to` applies them)."""
         share_lm_eval_logging()
-        self.generation_batch_size = parse_generation_batch_size(
-            kwargs.pop("generation_batch_size", None)
-        )
-        edit_args, hyper, anatomy, hflm_args = split_model_args(dict(kwargs))
+        edit_args, hyper, anatomy, hflm_args = split_model_args(kwargs)
+        self.generation_batch_size = edit_args.generation_batch_size
         self.planned_requests = self._select(edit_args)
         super().__init__(pretrained=resolve_pretrained(pretrained), **hflm_args)
         self.edit_stream = EditStream.create(
             self.model,
             self.tokenizer,
-            str(edit_args["editor"]),
-            seed=int(edit_args["edit_seed"]),
-            editor_config=edit_args["editor_config"],
+            edit_args.editor,
+            seed=edit_args.edit_seed,
+            editor_config=edit_args.editor_config,
             anatomy_overrides=anatomy,
             **hyper,
         )
-        self.edit_batch_size = int(edit_args["edit_batch_size"])
+        self.edit_batch_size = edit_args.edit_batch_size
         self.edit_session = EditSession(
             requests=[],
             editor=self.edit_stream.spec.name,
-            edit_data=str(edit_args["edit_data"]),
+            edit_data=edit_args.edit_data,
             config={
                 **as_dict(self.edit_stream.spec.config),
-                **edit_args,
+                **as_dict(edit_args),
                 "family": self.edit_stream.spec.family,
             },
             unedited_answers=self.greedy_locality_answers(self.planned_requests),
             tokenizer=self.tokenizer,
             planned=self.planned_requests,
         )
-        self.individual_scores = str(edit_args["individual_scores"]).lower() not in FALSE_WORDS
+        self.individual_scores = edit_args.individual_scores
         open_session(self.edit_session)
         if not defer_edits:
             self.edit_up_to(len(self.planned_requests))
@@ -180,15 +171,10 @@ class EditedLM(HFLM):
             self.edit_session.individual.update(score_individual(self, batch))
 
     @staticmethod
-    def _select(edit_args: dict[str, Any]) -> list[EditRequest]:
+    def _select(edit_args: EditArguments) -> list[EditRequest]:
         """Load and choose the requests first, so bad edit arguments fail before loading."""
-        n_edits = edit_args["n_edits"]
-        requests = load_edit_requests(str(edit_args["edit_data"]), split=edit_args["edit_split"])
-        return select_requests(
-            requests,
-            None if n_edits in (None, "all") else int(n_edits),
-            int(edit_args["edit_seed"]),
-        )
+        requests = load_edit_requests(edit_args.edit_data, split=edit_args.edit_split)
+        return select_requests(requests, edit_args.n_edits_or_all, edit_args.edit_seed)
 
     def greedy_locality_answers(self, requests: list[EditRequest]) -> dict[tuple[str, int], str]:
         """The current model's greedy continuation of every locality prompt, as long (in

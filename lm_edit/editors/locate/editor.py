@@ -24,9 +24,11 @@ import torch
 from tqdm.auto import tqdm
 
 from lm_edit.core.anatomy import ModelAnatomy, add_weight_delta
+from lm_edit.core.arguments import argument
+from lm_edit.core.record import EditRecord
 from lm_edit.core.stats import StatsSpec, derived, second_moment_files
 from lm_edit.data.requests import EditRequest
-from lm_edit.editors.base import EditRecord, recording, snapshot_parameter
+from lm_edit.editors.base import Editor, EditorConfig, register_editor
 from lm_edit.editors.locate.keys import outputs_at_subject, plain_keys, request_keys
 from lm_edit.editors.locate.solvers import (
     equality_update,
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LocateConfig(ValueConfig):
+class LocateConfig(ValueConfig, EditorConfig):
     """Hyperparameters of the locate-then-edit family (documented in editors/README.md).
 
     ``layers`` empty means: ``layer_count`` consecutive layers ending at layer
@@ -53,25 +55,25 @@ class LocateConfig(ValueConfig):
     the published settings are 0.9-3.1 times the key width of their models.
     """
 
-    layers: tuple[int, ...] = ()
-    layer_fraction: float = 0.17
-    layer_count: int = 1
+    layers: tuple[int, ...] = argument((), ge=0)
+    layer_fraction: float = argument(0.17, ge=0, le=1)
+    layer_count: int = argument(1, ge=1)
     solver: Literal["equality", "least_squares", "null_space"] = "equality"
     residual_site: Literal["block", "mlp"] = "block"
     residual_split: Literal["linear", "sqrt"] = "linear"
     consistent_keys: bool = True
     use_covariance: bool = True
-    mom2_update_weight: float | None = None
-    emmet_lambda: float = 0.0
-    nullspace_threshold: float = 2e-2
+    mom2_update_weight: float | None = argument(None, gt=0)
+    emmet_lambda: float = argument(0.0, ge=0)
+    nullspace_threshold: float = argument(2e-2, gt=0)
     nullspace_relative: bool = False
-    nullspace_lambda: float = 10.0
+    nullspace_lambda: float = argument(10.0, ge=0)
     cache_values: bool = False
     stats_source: str = "auto"
-    stats_samples: int = 1000
-    stats_model_samples: int = 64
-    stats_max_length: int = 128
-    stats_ridge: float = 1e-4
+    stats_samples: int = argument(1000, ge=1)
+    stats_model_samples: int = argument(64, ge=1)
+    stats_max_length: int = argument(128, ge=2)
+    stats_ridge: float = argument(1e-4, ge=0)
     template_spec: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
 
 
@@ -89,16 +91,23 @@ def resolve_layers(config: LocateConfig, num_layers: int) -> list[int]:
     return sorted(set(layers))
 
 
-class LocateEditor:
+@register_editor("locate")
+class LocateEditor(Editor):
     """Configured instance for one stream. It owns everything carried across batches:
     context templates, key statistics and derived matrices, and AlphaEdit's accumulated
     keys of earlier batches."""
 
+    config_class = LocateConfig
+    config: LocateConfig
+    quick_settings = {
+        "v_num_grad_steps": 20,
+        "stats_model_samples": 8,
+        "stats_max_length": 24,
+        "template_spec": [[3, 2]],
+    }
+
     def __init__(self, config: LocateConfig, *, name: str, anatomy: ModelAnatomy, seed: int = 0):
-        self.name = name
-        self.config = config
-        self.anatomy = anatomy
-        self.seed = seed
+        super().__init__(config, name=name, anatomy=anatomy, seed=seed)
         self._templates: list[str] | None = None
         self._stats_files: dict[int, Path] | None = None
         self._covariances: dict[int, torch.Tensor] = {}
@@ -174,29 +183,26 @@ class LocateEditor:
         logger.info("AlphaEdit layer %d: null space of dimension %d", layer, rank)
         return projector
 
-    def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditRecord:
+    def edit(self, model, tokenizer, requests: list[EditRequest], record: EditRecord) -> None:
         """Write ``requests`` into the model (one solve per edited layer)."""
-        self.prepare(model, tokenizer)
         layers = resolve_layers(self.config, self.anatomy.num_layers(model))
-        with recording(model, self.name, requests) as record:
-            values = self.target_values(model, tokenizer, layers[-1], requests)
-            record.details["value_nll"] = [round(v.final_nll, 4) for v in values]
-            device = next(model.parameters()).device
-            shift = torch.stack([v.target - v.initial for v in values], dim=1).double().to(device)
-            goal = None
-            if len(layers) > 1:
-                goal = self._measure(model, tokenizer, requests, layers[-1]) + shift
-            for position, layer in enumerate(layers):
-                remaining = len(layers) - position
-                if position:
-                    shift = goal - self._measure(model, tokenizer, requests, layers[-1])
-                share = remaining
-                if self.config.residual_split == "sqrt":
-                    share = math.sqrt(remaining)
-                self._edit_layer(model, tokenizer, requests, layer, shift / share, record)
-            if self.config.solver == "null_space":
-                self._remember_keys(model, tokenizer, requests, layers)
-        return record
+        values = self.target_values(model, tokenizer, layers[-1], requests)
+        record.details["value_nll"] = [round(v.final_nll, 4) for v in values]
+        device = next(model.parameters()).device
+        shift = torch.stack([v.target - v.initial for v in values], dim=1).double().to(device)
+        goal = None
+        if len(layers) > 1:
+            goal = self._measure(model, tokenizer, requests, layers[-1]) + shift
+        for position, layer in enumerate(layers):
+            remaining = len(layers) - position
+            if position:
+                shift = goal - self._measure(model, tokenizer, requests, layers[-1])
+            share = remaining
+            if self.config.residual_split == "sqrt":
+                share = math.sqrt(remaining)
+            self._edit_layer(model, tokenizer, requests, layer, shift / share, record)
+        if self.config.solver == "null_space":
+            self._remember_keys(model, tokenizer, requests, layers, record)
 
     def target_values(
         self, model, tokenizer, layer: int, requests: list[EditRequest]
@@ -242,7 +248,7 @@ class LocateEditor:
         name = self.anatomy.mlp_out_name(layer)
         keys = request_keys(model, tokenizer, self.anatomy, layer, requests, self._templates)
         update = self._solve(model, tokenizer, requests, layer, keys, residual)
-        snapshot_parameter(model, f"{name}.weight", record)
+        record.snapshot(model, f"{name}.weight")
         add_weight_delta(model.get_submodule(name), update, self.anatomy.transposed)
         record.details.setdefault("update_norm", {})[layer] = round(float(update.norm()), 6)
 
@@ -276,11 +282,24 @@ class LocateEditor:
             case_ids=[r.case_id for r in requests],
         )
 
-    def _remember_keys(self, model, tokenizer, requests, layers: list[int]) -> None:
-        """Add this batch's keys (recomputed on the edited model) to the preserved set."""
+    def _remember_keys(self, model, tokenizer, requests, layers: list[int], record) -> None:
+        """Add this batch's keys (recomputed on the edited model) to the preserved set; the
+        record's undo takes them out again."""
+        grams = {}
         for layer in layers:
             keys = request_keys(model, tokenizer, self.anatomy, layer, requests, self._templates)
-            gram = (keys.double() @ keys.double().T).cpu()
+            grams[layer] = (keys.double() @ keys.double().T).cpu()
+        before = {layer: self._past_gram.get(layer) for layer in layers}
+
+        def forget() -> None:
+            for layer, gram in before.items():
+                if gram is None:
+                    self._past_gram.pop(layer, None)
+                else:
+                    self._past_gram[layer] = gram
+
+        record.on_undo("AlphaEdit: forget this batch's keys", forget)
+        for layer, gram in grams.items():
             self._past_gram[layer] = self._past_gram.get(layer, 0) + gram
 
     def _covariance(self, layer: int, width: int, device) -> torch.Tensor:

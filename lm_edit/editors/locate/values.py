@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lm_edit.core.anatomy import ModelAnatomy
+from lm_edit.core.arguments import argument
 from lm_edit.core.hooks import edit_output
 from lm_edit.core.tokens import pad_batch, prompt_and_target, subject_last_token
 from lm_edit.data.requests import EditRequest
@@ -39,12 +40,12 @@ from lm_edit.data.requests import EditRequest
 class ValueConfig:
     """Hyperparameters of the v* optimisation (names follow the ROME paper's code)."""
 
-    v_num_grad_steps: int = 25
-    v_lr: float = 0.5
-    v_weight_decay: float = 1e-3
-    clamp_norm_factor: float = 4.0
-    kl_factor: float = 0.0625
-    early_stop_nll: float = 0.05
+    v_num_grad_steps: int = argument(25, ge=1)
+    v_lr: float = argument(0.5, gt=0)
+    v_weight_decay: float = argument(1e-3, ge=0)
+    clamp_norm_factor: float = argument(4.0, gt=0)
+    kl_factor: float = argument(0.0625, ge=0)
+    early_stop_nll: float = argument(0.05, ge=0)
     value_site: Literal["mlp", "block"] = "mlp"
     joint_attention_value: bool = False
 

@@ -2,7 +2,8 @@
 
 For each parameter the stream has modified, the original is the copy taken by the
 earliest edit record that touched it (``EditRecord.originals``), so the drift is always
-measured against the unedited model, however many edits came after.
+measured against the unedited model, however many edits came after. Modules an editor
+added (an adapter, a codebook) are counted by :func:`added_parameters`.
 """
 
 from __future__ import annotations
@@ -12,17 +13,9 @@ from typing import Any
 
 import torch
 
+from lm_edit.core.record import earliest_originals
+
 LAYER = re.compile(r"\.(\d+)\.")
-
-
-def earliest_originals(records: list[Any]) -> dict[str, torch.Tensor]:
-    """The pre-edit copy of every parameter the records modified, from the first record
-    that modified it."""
-    originals: dict[str, torch.Tensor] = {}
-    for record in records:
-        for name, tensor in record.originals.items():
-            originals.setdefault(name, tensor)
-    return originals
 
 
 def matrix_drift(original: torch.Tensor, edited: torch.Tensor) -> dict[str, float]:
@@ -40,7 +33,8 @@ def matrix_drift(original: torch.Tensor, edited: torch.Tensor) -> dict[str, floa
 
 def parameter_drift(model: Any, records: list[Any]) -> list[dict[str, Any]]:
     """One row per edited parameter: name, layer index (or None), Pearson r and relative
-    Frobenius norm of the change versus the original weights."""
+    Frobenius norm of the change versus the original weights. Editors that add modules
+    instead leave the weights alone: :func:`added_parameters` counts what they added."""
     rows = []
     for name, original in sorted(earliest_originals(records).items()):
         layer = LAYER.search(name)
@@ -63,3 +57,9 @@ def drift_summary(rows: list[dict[str, Any]]) -> dict[str, float | None]:
         key: sum(row[key] for row in rows) / len(rows)
         for key in ("pearson_r", "relative_frobenius")
     }
+
+
+def added_parameters(records: list[Any]) -> int:
+    """Parameters in the modules the records added beside the model's own (0 for editors
+    that only rewrite weights)."""
+    return sum(record.added_parameters() for record in records)

@@ -16,9 +16,9 @@ generations with a perplexity that penalises repetition, lm-edit defines:
   ``distinct_2`` near ``1 / max_new_tokens`` and its perplexity is multiplied by about that
   many.
 
-The scoring model defaults to the unedited model itself: the live model with its edited
-parameters temporarily restored from the stream's originals (bit for bit), so no second
-copy of the model is loaded.
+The scoring model defaults to the unedited model itself: the live model with the stream's
+changes temporarily taken back (weights restored bit for bit, added modules and hooks
+removed), so no second copy of the model is loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from lm_edit.core.record import EditRecord, temporarily_unedited
 from lm_edit.paths import LM_PROMPTS
 
 
@@ -39,22 +40,6 @@ def default_prompts() -> list[str]:
     """The shipped generation prompts, one a line."""
     lines = LM_PROMPTS.read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.strip()]
-
-
-@contextmanager
-def restored_weights(model: Any, originals: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Temporarily write ``originals`` into ``model`` and put the edited values back."""
-    edited = {}
-    with torch.no_grad():
-        for name, original in originals.items():
-            param = model.get_parameter(name)
-            edited[name] = param.detach().clone()
-            param.copy_(original.to(param.device))
-        try:
-            yield
-        finally:
-            for name, value in edited.items():
-                model.get_parameter(name).copy_(value)
 
 
 def distinct_2(ids: list[int]) -> float:
@@ -119,18 +104,18 @@ def adjusted_perplexity(
     model: Any,
     tokenizer: Any,
     score: Scorer | None = None,
-    originals: dict[str, torch.Tensor] | None = None,
+    records: list[EditRecord] | None = None,
     prompts: list[str] | None = None,
     max_new_tokens: int = 32,
 ) -> dict[str, float]:
     """``ppl``, ``distinct_2`` and ``adjusted_ppl`` of ``model``'s greedy generations (see
-    the module docstring). Without ``score``, the model scores itself with ``originals``
-    (the edited parameters' unedited values) restored while scoring."""
+    the module docstring). Without ``score``, the model scores itself with every change
+    of ``records`` taken back while scoring (:func:`temporarily_unedited`)."""
     prompts = prompts or default_prompts()
     generated = generate(model, tokenizer, prompts, max_new_tokens)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
     if score is None:
-        with restored_weights(model, originals or {}):
+        with temporarily_unedited(model, records or []):
             nll, count = model_scorer(model, tokenizer)(prompts, texts)
     else:
         nll, count = score(prompts, texts)

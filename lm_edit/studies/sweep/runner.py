@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from lm_edit.studies.sweep.drift import drift_summary, earliest_originals, parameter_drift
+from lm_edit.studies.sweep.drift import added_parameters, drift_summary, parameter_drift
 from lm_edit.studies.sweep.lock import sweep_folder_lock
 from lm_edit.studies.sweep.manifest import UNEDITED, SweepState, checkpoint_dir
 from lm_edit.studies.sweep.outputs import RESULTS, write_checkpoint
@@ -155,12 +155,11 @@ def language_modelling(lm: Any, config: SweepConfig, scorer: Any) -> dict[str, f
         return None
     from lm_edit.studies.sweep.perplexity import adjusted_perplexity
 
-    originals = earliest_originals(lm.edit_stream.records)
     return adjusted_perplexity(
         lm.model,
         lm.tokenizer,
         score=scorer,
-        originals=originals,
+        records=lm.edit_stream.records,
         max_new_tokens=config.ppl_max_new_tokens,
     )
 
@@ -261,6 +260,7 @@ class Sweep:
             "peak_memory_bytes": max(memory) if memory else None,
             "eval_seconds": eval_seconds,
             "drift": drift_summary(drift),
+            "added_parameters": added_parameters(records),
             "perplexity": ppl,
             "case_ids": [r.case_id for r in lm.edit_session.requests],
         }

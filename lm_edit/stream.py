@@ -10,8 +10,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lm_edit.core.anatomy import ModelAnatomy, resolve_anatomy
+from lm_edit.core.record import EditRecord
 from lm_edit.data.requests import EditRequest
-from lm_edit.editors import EditorSpec, EditRecord, create_editor, resolve_editor
+from lm_edit.editors.registry import EditorSpec, create_editor, resolve_editor
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class EditStream:
         if not requests:
             raise ValueError("No edit requests to apply.")
         batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
+        self.editor.prepare(self.model, self.tokenizer)
         new_records = []
         for batch in tqdm(
             batches, desc=f"editing ({self.spec.name})", unit="batch", disable=not progress
@@ -84,11 +86,9 @@ class EditStream:
     def undo(self) -> None:
         """Restore the model to its state before the first edit of this stream."""
         for record in reversed(self.records):
-            record.undo(self.model)
+            self.editor.undo(self.model, record)
         self.records.clear()
-        reset = getattr(self.editor, "reset", None)
-        if reset is not None:
-            reset()
+        self.editor.reset()
 
     @property
     def edited_case_ids(self) -> list[str]:
