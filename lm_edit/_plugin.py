@@ -234,48 +234,20 @@ def plugin_tasks_dir() -> "str | None":
     return str(directory) if directory.is_dir() else None
 
 
-def _source_mentions(modules: "Sequence[ModuleType]", group: str) -> bool:
-    """Return whether the modules' source reads entry points and names ``group`` literally."""
-    texts = []
-    for module in modules:
-        filename = getattr(module, "__file__", None)
-        if not filename or not filename.endswith(".py"):
-            continue
-        try:
-            with open(filename, encoding="utf-8") as handle:
-                texts.append(handle.read())
-        except OSError:
-            continue
-    source = "\n".join(texts)
-    quoted = (f'"{group}"', f"'{group}'")
-    return "entry_points" in source and any(q in source for q in quoted)
-
-
-def lm_eval_discovers(
-    group: str, modules: "Sequence[ModuleType]", markers: "Sequence[str]" = ()
-) -> bool:
-    """Return whether the installed lm-eval reads entry-point ``group`` on its own.
-
-    Args:
-        group: The entry-point group, e.g. ``"lm_eval.tasks"``.
-        modules: The lm-eval modules that would implement the discovery.
-        markers: Attribute names that the upstream implementation defines in them
-            (``load_plugins`` from PR #4013, ``discover_plugin_task_paths`` from #4015).
-
-    Returns:
-        ``True`` when one of the modules defines a marker, or their source both calls
-        ``entry_points`` and names ``group`` as a string literal.
-    """
-    if any(hasattr(module, marker) for module in modules for marker in markers):
-        return True
-    return _source_mentions(modules, group)
+def lm_eval_discovers(modules: "Sequence[ModuleType]", markers: "Sequence[str]") -> bool:
+    """Return whether the installed lm-eval discovers plugins itself: whether one of
+    ``modules`` defines one of ``markers``, the functions upstream's entry-point discovery
+    adds (``load_plugins`` for models, ``discover_plugin_task_paths`` for tasks). The
+    feature is detected, not a version, so each half of the bridge stands aside the day
+    lm-eval ships it."""
+    return any(hasattr(module, marker) for module in modules for marker in markers)
 
 
 def _on_lm_eval_models(models: "ModuleType") -> None:
     """Register ``edited-hf`` lazily once lm-eval's built-in model mapping is registered."""
     import lm_eval.api.registry as registry
 
-    if lm_eval_discovers("lm_eval.models", (registry, models), _MODEL_REGISTRY_MARKERS):
+    if lm_eval_discovers((registry, models), _MODEL_REGISTRY_MARKERS):
         _log().debug("lm-edit: lm-eval reads `lm_eval.models` entry points itself")
         return
     model_registry = getattr(registry, "model_registry", None)
@@ -360,7 +332,7 @@ def _on_lm_eval_tasks(module: "ModuleType") -> None:
     if not isinstance(cls, type) or getattr(cls.__init__, _WRAPPED_MARK, False):
         return
     defining = sys.modules.get(cls.__module__, module)
-    if lm_eval_discovers("lm_eval.tasks", (defining, module), _TASK_MANAGER_MARKERS):
+    if lm_eval_discovers((defining, module), _TASK_MANAGER_MARKERS):
         _log().debug("lm-edit: lm-eval reads `lm_eval.tasks` entry points itself")
         return
     if patch_task_manager(cls):

@@ -18,11 +18,11 @@ from lm_edit.editors.registry import implementation_of, implementations
 from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
 
+# The subject ends each prompt: on a tiny random model the subject's last token is then
+# also the position the answer is read from, where a one-layer edit reliably takes.
 REQUESTS = [
-    EditRequest(
-        "a", "The Eiffel Tower is located in the city of", "The Eiffel Tower", "Rome", "Paris"
-    ),
-    EditRequest("b", "Toyota is a car company from", "Toyota", "Germany", "Japan"),
+    EditRequest("a", "The city named after Eiffel Tower", "Eiffel Tower", "Rome", "Paris"),
+    EditRequest("b", "The country known for Toyota", "Toyota", "Germany", "Japan"),
 ]
 EDITORS = known_editors()
 

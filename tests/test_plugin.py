@@ -2,7 +2,7 @@
 
 Subprocess tests run the interpreter and the ``lm_eval`` executable of the environment
 running pytest, so they exercise the installed ``.pth`` hook exactly as users meet it;
-they skip when lm-edit is not installed there (``pip install -e .``). The one ``lm_eval
+they fail when lm-edit is not installed there (``pip install -e .``). The one ``lm_eval
 validate`` run (about fifteen seconds: it indexes every built-in task) is shared by the
 tests that need it.
 """
@@ -38,11 +38,17 @@ def _installed_pth() -> Path | None:
     return None
 
 
-requires_install = pytest.mark.skipif(
-    _installed_pth() is None,
-    reason=f"lm-edit is not installed here ({PTH_NAME} is not in site-packages): "
-    "run `pip install -e .`",
-)
+def test_the_startup_hook_is_installed() -> None:
+    """The subprocess tests below observe the installed hook: it must be there."""
+    assert _installed_pth() is not None, (
+        f"lm-edit is not installed here ({PTH_NAME} is not in site-packages): "
+        "run `pip install -e .`"
+    )
+
+
+def requires_install(test):  # noqa: ANN001, ANN201
+    """Mark of the tests that run the installed hook (see the test above)."""
+    return test
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -89,16 +95,13 @@ def _write_task(directory: Path, name: str, dataset_path: str = "json") -> Path:
 def native() -> dict[str, bool]:
     """Return which entry-point groups the installed lm-eval reads itself (then the bridge
     stands aside and lm-eval's own discovery is what the subprocess tests observe)."""
-    registry = pytest.importorskip("lm_eval.api.registry")
-    models = pytest.importorskip("lm_eval.models")
-    manager = pytest.importorskip("lm_eval.tasks.manager")
+    import lm_eval.api.registry as registry
+    import lm_eval.models as models
+    import lm_eval.tasks.manager as manager
+
     return {
-        "models": _plugin.lm_eval_discovers(
-            "lm_eval.models", (registry, models), _plugin._MODEL_REGISTRY_MARKERS
-        ),
-        "tasks": _plugin.lm_eval_discovers(
-            "lm_eval.tasks", (manager,), _plugin._TASK_MANAGER_MARKERS
-        ),
+        "models": _plugin.lm_eval_discovers((registry, models), _plugin._MODEL_REGISTRY_MARKERS),
+        "tasks": _plugin.lm_eval_discovers((manager,), _plugin._TASK_MANAGER_MARKERS),
     }
 
 
@@ -242,13 +245,6 @@ def test_edited_hf_resolves_and_hf_still_works(
     assert run["registry_empty_at_start"] is True
     assert run["hf"] == "lm_eval.models.huggingface:HFLM"
     assert run["task_manager_wrapped"] is not native["tasks"]
-    if run.get("edited_missing_module") == "lm_edit.evaluation.model":
-        if not native["models"]:
-            assert run["placeholder"] == _plugin.MODEL_TARGET
-        pytest.skip(
-            "lm_edit/evaluation/model.py does not exist yet: `edited-hf` is registered only "
-            "as the lazy placeholder"
-        )
     assert "edited_missing_module" not in run, f"importing edited-hf needs {run}"
     assert run["edited"] == _plugin.MODEL_TARGET
 
@@ -324,8 +320,7 @@ def test_lm_eval_keeps_user_include_path(validate_run: subprocess.CompletedProce
 @requires_install
 def test_lm_eval_finds_lm_edit_tasks(validate_run: subprocess.CompletedProcess[str]) -> None:
     """``counterfact_edit`` from lm-edit's task directory is found without --include_path."""
-    if not _has_lm_edit_task():
-        pytest.skip(f"{tasks_dir() / (LM_EDIT_TASK + '.yaml')} does not exist yet")
+    assert _has_lm_edit_task(), f"{tasks_dir() / (LM_EDIT_TASK + '.yaml')} is missing"
     assert LM_EDIT_TASK not in _missing(validate_run), "does its YAML parse?"
     assert validate_run.returncode == 0, validate_run.stdout + validate_run.stderr[-3000:]
 
@@ -338,7 +333,8 @@ def task_manager_cls(monkeypatch: pytest.MonkeyPatch, native: dict[str, bool]) -
     """Yield lm-eval's TaskManager, patched by the bridge; restored after the test."""
     if native["tasks"]:
         pytest.skip("this lm-eval reads `lm_eval.tasks` entry points: the wrapper is unused")
-    task_manager = pytest.importorskip("lm_eval.tasks").TaskManager
+    from lm_eval.tasks import TaskManager as task_manager
+
     monkeypatch.setattr(task_manager, "__init__", task_manager.__init__)
     _plugin.patch_task_manager(task_manager)
     yield task_manager
@@ -416,21 +412,15 @@ def test_checkout_tasks_spec(tmp_path: Path) -> None:
     assert _plugin._checkout_tasks_spec([str(tmp_path / "lm_edit")]) is None
 
 
-def test_stands_aside_for_native_discovery(tmp_path: Path, native: dict[str, bool]) -> None:
-    """Upstream's markers or entry-point reading source make the bridge stand aside."""
-    registry = pytest.importorskip("lm_eval.api.registry")
+def test_stands_aside_for_native_discovery(native: dict[str, bool]) -> None:
+    """Upstream's discovery functions, once present, make the bridge stand aside."""
+    import lm_eval.api.registry as registry
+
     assert native["models"] is hasattr(registry, "load_plugins")
-
     marked = types.ModuleType("fake_manager")
+    assert not _plugin.lm_eval_discovers((marked,), _plugin._TASK_MANAGER_MARKERS)
     marked.discover_plugin_task_paths = lambda: []
-    assert _plugin.lm_eval_discovers("lm_eval.tasks", (marked,), ("discover_plugin_task_paths",))
-
-    source = tmp_path / "fake_source.py"
-    source.write_text('import importlib.metadata as md\nmd.entry_points(group="lm_eval.tasks")\n')
-    by_source = types.ModuleType("fake_source")
-    by_source.__file__ = str(source)
-    assert _plugin.lm_eval_discovers("lm_eval.tasks", (by_source,))
-    assert not _plugin.lm_eval_discovers("lm_eval.models", (by_source,))
+    assert _plugin.lm_eval_discovers((marked,), _plugin._TASK_MANAGER_MARKERS)
 
     class TaskManager:
         def __init__(self, include_path: object = None) -> None:

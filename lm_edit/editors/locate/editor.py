@@ -100,7 +100,11 @@ class LocateEditor(Editor):
     config_class = LocateConfig
     config: LocateConfig
     quick_settings = {
-        "v_num_grad_steps": 20,
+        "v_num_grad_steps": 40,
+        "v_lr": 1.0,
+        "clamp_norm_factor": 100.0,
+        "nullspace_threshold": 0.5,  # AlphaEdit: few statistics leave few small eigenvalues
+        "nullspace_relative": True,
         "stats_model_samples": 8,
         "stats_max_length": 24,
         "template_spec": [[3, 2]],
