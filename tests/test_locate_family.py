@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 import lm_edit
 from lm_edit.data.requests import EditRequest
@@ -242,3 +243,37 @@ def test_a_bfloat16_model_is_edited_with_float64_solves(tiny_tokenizer, isolated
     assert changed == [_mlp_out("llama", 1), _mlp_out("llama", 2)]
     assert all(model.state_dict()[name].dtype == torch.bfloat16 for name in changed)
     assert all(torch.isfinite(model.state_dict()[name]).all() for name in changed)
+
+
+def _tiny_gemma2(vocab_size: int):
+    from transformers import Gemma2Config
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        num_hidden_layers=4,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=vocab_size,
+        max_position_embeddings=128,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("editor", ["memit", "emmet", "alphaedit", "pmet"])
+def test_residual_targets_are_refused_where_the_mlp_output_is_normalised(
+    editor, tiny_tokenizer, isolated_cache
+):
+    model = _tiny_gemma2(len(tiny_tokenizer))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="post_feedforward_layernorm.*editor=rome"):
+        lm_edit.edit(model, tiny_tokenizer, REQUESTS[:1], editor, layers=[1, 2], **FAST)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_rome_edits_a_model_that_normalises_the_mlp_output(tiny_tokenizer, isolated_cache):
+    model = _tiny_gemma2(len(tiny_tokenizer))
+    record = lm_edit.edit(model, tiny_tokenizer, REQUESTS[:1], "rome", layers=[1], **FAST)
+    assert list(record.originals) == ["model.layers.1.mlp.down_proj.weight"]

@@ -89,6 +89,17 @@ class ModelAnatomy:
         """The output embedding (hidden -> vocabulary) module."""
         return model.get_submodule(self.lm_head)
 
+    def mlp_output_norm(self, model: nn.Module, layer: int) -> str | None:
+        """The name of a norm the block applies to the MLP's output before adding it to
+        the residual stream (Gemma 2 and 3's ``post_feedforward_layernorm``), or ``None``
+        when the MLP output is added as it is."""
+        for name, child in self.layer_module(model, layer).named_children():
+            lowered = name.lower()
+            after_mlp = any(word in lowered for word in ("feedforward", "ffw", "ffn", "mlp"))
+            if _is_norm(child) and lowered.startswith("post") and after_mlp:
+                return f"{self.layer_name(layer)}.{name}"
+        return None
+
     def mlp_out_shape(self, model: nn.Module, layer: int = 0) -> tuple[int, int]:
         """(out, in) = (hidden, intermediate) shape of block ``layer``'s MLP output weight."""
         out_dim, in_dim = weight_as_out_in(self.mlp_out_module(model, layer), self.transposed).shape

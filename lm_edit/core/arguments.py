@@ -76,7 +76,10 @@ def build(cls: type, values: dict[str, Any], owner: str, what: str = "argument")
         )
     hints = typing.get_type_hints(cls)
     converted = {k: coerce(v, hints[k], f"{owner}: {k}") for k, v in values.items()}
-    return cls(**converted)
+    try:
+        return cls(**converted)
+    except ValueError as exc:  # bounds: name the owner the user knows, not the class
+        raise ValueError(str(exc).replace(f"{cls.__name__}:", f"{owner}:", 1)) from None
 
 
 def coerce(value: Any, hint: Any, name: str) -> Any:
@@ -87,19 +90,21 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         is_none = value is None or (isinstance(value, str) and value.strip().lower() == "none")
         if is_none and type(None) in args:
             return None
-        errors: list[str] = []
         for option in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, option, name)
-            except (TypeError, ValueError) as exc:
-                errors.append(str(exc).removeprefix(f"{name} "))
-        raise ValueError(f"{name}={value!r}: expected {' or '.join(errors)}")
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"{name} must be {describe(hint)}, got {value!r}")
     if isinstance(value, str) and hint is not str:
         value = parse_literal(value)
     if origin in (list, tuple):
         items = value if isinstance(value, (list, tuple)) else [value]
         inner = args[0] if args else Any
-        converted = [coerce(v, inner, name) for v in items]
+        try:
+            converted = [coerce(v, inner, name) for v in items]
+        except ValueError:
+            raise ValueError(f"{name} must be {describe(hint)}, got {value!r}") from None
         return tuple(converted) if origin is tuple else converted
     if origin is Literal:
         if value not in args:
@@ -111,13 +116,32 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {value!r}")
+            raise ValueError(f"{name} must be {describe(hint)}, got {value!r}")
         if hint is int and float(value) != int(value):
             raise ValueError(f"{name} must be an integer, got {value!r}")
         return hint(value)
     if hint is str and not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def describe(hint: Any) -> str:
+    """What a value of type ``hint`` looks like, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list (separated by ';') of: {describe(args[0]) if args else 'values'}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "none",
+    }
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def parse_literal(text: str) -> Any:

@@ -58,3 +58,13 @@ def subject_last_token(tokenizer, text: str, subject: str) -> tuple[list[int], i
     ids = encode(tokenizer, text)
     prefix_len = len(encode(tokenizer, text[:char_end]))
     return ids, min(prefix_len, len(ids)) - 1
+
+
+def context_length(model) -> int | None:
+    """The longest input the model's config allows (``None`` when it does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

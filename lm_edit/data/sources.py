@@ -160,7 +160,13 @@ def _json_list_records(text: str, path: Path) -> list[tuple[str, Any]]:
 def read_local(path: Path) -> list[tuple[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"Edit data file {path} does not exist.")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"Edit data file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+            "edit data must be a .json list or a .jsonl file of records."
+        ) from None
     if path.suffix.lower() in _JSONL_SUFFIXES:
         return _jsonl_records(text, path)
     return _json_list_records(text, path)

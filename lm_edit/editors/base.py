@@ -29,6 +29,7 @@ from torch import nn
 from lm_edit.core.anatomy import ModelAnatomy
 from lm_edit.core.arguments import RESERVED_NAMES, check_bounds
 from lm_edit.core.record import EditRecord, timed
+from lm_edit.core.tokens import context_length, encode
 from lm_edit.data.requests import EditRequest
 
 
@@ -85,6 +86,7 @@ class Editor(ABC):
                 f"Editor {self.name!r} edits one request at a time; got a batch of "
                 f"{len(requests)}. Use edit_batch_size=1."
             )
+        self.check_requests(model, tokenizer, requests)
         self.prepare(model, tokenizer)
         record = EditRecord(editor=self.name, case_ids=[r.case_id for r in requests])
         try:
@@ -94,6 +96,26 @@ class Editor(ABC):
             record.undo(model)
             raise
         return record
+
+    def tokens_needed(self, tokenizer: Any, request: EditRequest) -> int:
+        """The longest input this editor builds for ``request`` (the prompt followed by
+        the new target; editors that add context add its length)."""
+        return len(encode(tokenizer, f"{request.prompt} {request.target_new}"))
+
+    def check_requests(self, model: nn.Module, tokenizer: Any, requests: list[EditRequest]) -> None:
+        """Refuse a batch the model cannot take, before anything changes: a request longer
+        than the model's context."""
+        limit = context_length(model)
+        if limit is None:
+            return
+        for request in requests:
+            needed = self.tokens_needed(tokenizer, request)
+            if needed > limit:
+                raise ValueError(
+                    f"{self.name}: request {request.case_id!r} needs {needed} tokens (prompt "
+                    f"and target, with the editor's context) but the model takes at most "
+                    f"{limit}; shorten its prompt or leave the case out."
+                )
 
     def undo(self, model: nn.Module, record: EditRecord) -> None:
         """Take back one applied batch (undo a stream's records newest first)."""

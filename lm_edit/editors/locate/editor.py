@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from lm_edit.core.anatomy import ModelAnatomy, add_weight_delta
+from lm_edit.core.anatomy import ModelAnatomy, UnsupportedArchitectureError, add_weight_delta
 from lm_edit.core.arguments import argument
 from lm_edit.core.record import EditRecord
 from lm_edit.core.stats import StatsSpec, derived, second_moment_files
@@ -75,6 +75,21 @@ class LocateConfig(ValueConfig, EditorConfig):
     stats_max_length: int = argument(128, ge=2)
     stats_ridge: float = argument(1e-4, ge=0)
     template_spec: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for pair in self.template_spec:
+            if len(pair) != 2 or min(pair) < 1:
+                raise ValueError(
+                    f"LocateConfig: template_spec={self.template_spec!r}: each entry must be "
+                    "[length, count] with both >= 1, e.g. [[5,10],[10,10]]."
+                )
+        named = ("auto", "wikitext", "model")
+        if self.stats_source not in named and not Path(self.stats_source).is_file():
+            raise ValueError(
+                f"LocateConfig: stats_source={self.stats_source!r} is neither "
+                f"{', '.join(map(repr, named))} nor an existing text file."
+            )
 
 
 def resolve_layers(config: LocateConfig, num_layers: int) -> list[int]:
@@ -144,6 +159,7 @@ class LocateEditor(Editor):
     def prepare(self, model, tokenizer) -> None:
         """Generate context templates and load key statistics (once per stream)."""
         layers = resolve_layers(self.config, self.anatomy.num_layers(model))
+        self._check_residual_writes(model, layers)
         if self._templates is None:
             spec = [tuple(pair) for pair in self.config.template_spec]
             self._templates = generate_context_templates(model, tokenizer, spec, self.seed)
@@ -162,6 +178,21 @@ class LocateEditor(Editor):
                     self._projectors[layer] = self._projector(layer, path)
                 elif self.config.solver == "equality" and self.config.use_covariance:
                     self._inverses[layer] = self._inverse(layer, path)
+
+    def _check_residual_writes(self, model, layers: list[int]) -> None:
+        """Refuse residual-stream targets on blocks that normalise the MLP's output: a
+        change of the MLP output then does not move the residual one for one."""
+        if self.config.value_site != "block" and len(layers) == 1:
+            return  # v* at the MLP output itself (ROME): the norm comes after it
+        normed = [norm for layer in layers if (norm := self.anatomy.mlp_output_norm(model, layer))]
+        if normed:
+            raise UnsupportedArchitectureError(
+                f"{self.name}: this model normalises each MLP's output before the residual "
+                f"add ({normed[0]}), so a residual-stream target cannot be written as a "
+                "change of the MLP's output projection. Edit one layer with the value at "
+                "the MLP output instead: editor=rome, or this editor with value_site=mlp "
+                "and one layer (e.g. layers=<n>)."
+            )
 
     def _inverse(self, layer: int, stats_file: Path) -> torch.Tensor:
         ridge = self.config.stats_ridge
@@ -186,6 +217,29 @@ class LocateEditor(Editor):
         rank = int(round(float(torch.trace(projector))))
         logger.info("AlphaEdit layer %d: null space of dimension %d", layer, rank)
         return projector
+
+    def tokens_needed(self, tokenizer, request: EditRequest) -> int:
+        """The prompt and target behind the longest context template (a seed word, up to
+        ``length`` sampled tokens and ". ")."""
+        longest = max((length for length, _ in self.config.template_spec), default=0)
+        return super().tokens_needed(tokenizer, request) + (longest + 3 if longest else 0)
+
+    def check_requests(self, model, tokenizer, requests: list[EditRequest]) -> None:
+        """Also refuse two requests of one batch that give the same key different targets
+        (the same subject after the same words): one solve cannot write both."""
+        super().check_requests(model, tokenizer, requests)
+        seen: dict[str, EditRequest] = {}
+        for request in requests:
+            end = request.prompt.rfind(request.subject)
+            key = request.prompt[: end + len(request.subject)] if end >= 0 else request.prompt
+            other = seen.setdefault(key, request)
+            if other is not request and other.target_new != request.target_new:
+                raise ValueError(
+                    f"{self.name}: requests {other.case_id!r} and {request.case_id!r} of one "
+                    f"batch ask {key!r} for different targets ({other.target_new!r} and "
+                    f"{request.target_new!r}); one solve cannot write both. Drop one, or put "
+                    "them in different batches (edit_batch_size=1)."
+                )
 
     def edit(self, model, tokenizer, requests: list[EditRequest], record: EditRecord) -> None:
         """Write ``requests`` into the model (one solve per edited layer)."""
