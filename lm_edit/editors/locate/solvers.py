@@ -84,7 +84,9 @@ def equality_update(
     if lam:
         gram = gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     _raise_if_singular(gram, case_ids)
-    coeffs = _stable_solve(gram.T, residual.double().T).T
+    # ΔW = A (C⁻¹ K_d)ᵀ meets ΔW K_c = A gramᵀ = R, so A = R gram⁻ᵀ = (gram⁻¹ Rᵀ)ᵀ; gram
+    # is not symmetric when the constraint and direction keys differ (original ROME).
+    coeffs = _stable_solve(gram, residual.double().T).T
     update = coeffs @ cinv_dir.T
     _check_finite("the equality-constrained update", update)
     return update
