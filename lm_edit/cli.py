@@ -118,12 +118,11 @@ def _lite_ids(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    import json
     import signal
 
     from lm_eval._cli.utils import key_val_to_dict
 
-    from lm_edit.studies.sweep.manifest import MANIFEST
+    from lm_edit.studies.sweep.manifest import MANIFEST, read_manifest
     from lm_edit.studies.sweep.runner import SweepConfig, run_sweep
 
     config = SweepConfig(
@@ -154,9 +153,7 @@ def _sweep(args: argparse.Namespace) -> int:
         _, events = run_sweep(config, log_results=wandb)
     except KeyboardInterrupt:
         manifest = config.output_path / MANIFEST
-        saved = (
-            json.loads(manifest.read_text()).get("checkpoints", {}) if manifest.is_file() else {}
-        )
+        saved = read_manifest(manifest)["checkpoints"] if manifest.is_file() else {}
         print(
             f"\nlm-edit sweep: interrupted. {len(saved)} checkpoint(s) are saved:", file=sys.stderr
         )

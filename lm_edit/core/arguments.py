@@ -2,10 +2,11 @@
 ``edited-hf`` argument is declared, converted from the command line and validated.
 
 A declaration is a dataclass field made with :func:`argument`, which may carry bounds
-(``ge``, ``gt``, ``le``, ``lt``) and a one-line ``help``. :func:`build` turns a mapping of
-(often string) values into the dataclass, naming the argument, the value and what is
-allowed in every error. :data:`RESERVED_NAMES` lists the names the model wrapper and
-Hugging Face loading claim, which no editor hyperparameter may take.
+(``ge``, ``gt``, ``le``, ``lt``), a one-line ``help`` and ``file=True`` for an argument
+whose value may name a local file that is read (see :func:`file_fields`). :func:`build`
+turns a mapping of (often string) values into the dataclass, naming the argument, the
+value and what is allowed in every error. :data:`RESERVED_NAMES` lists the names the
+model wrapper and Hugging Face loading claim, which no editor hyperparameter may take.
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ def argument(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    file: bool = False,
 ) -> Any:
-    """A dataclass field with optional bounds, checked by :func:`check_bounds`."""
+    """A dataclass field with optional bounds, checked by :func:`check_bounds`; ``file``
+    marks a value that may name a local file whose contents decide the result."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    return field(default=default, metadata={"help": help, **bounds})
+    return field(default=default, metadata={"help": help, "file": file, **bounds})
+
+
+def file_fields(cls: type) -> list[str]:
+    """Names of the fields of dataclass ``cls`` declared with ``file=True``."""
+    return [spec.name for spec in fields(cls) if spec.metadata.get("file")]
 
 
 def check_bounds(instance: Any, owner: str) -> None:
@@ -166,11 +174,13 @@ class EditArguments:
 
     editor: str = argument("rome", help="an editor name (a YAML in editors/)")
     n_edits: int | Literal["all"] = argument(10, ge=1, help="cases to edit, or 'all'")
-    edit_data: str = argument("demo", help="built-in name, local .json/.jsonl file or Hub id")
+    edit_data: str = argument(
+        "demo", file=True, help="built-in name, local .json/.jsonl file or Hub id"
+    )
     edit_split: str | None = argument(None, help="Hub split (KnowEdit: the benchmark file)")
     edit_batch_size: int = argument(1, ge=1, help="requests per edit step")
     edit_seed: int = argument(0, help="seed of case order, templates and statistics sampling")
-    editor_config: str | None = argument(None, help="a YAML of hyperparameters")
+    editor_config: str | None = argument(None, file=True, help="a YAML of hyperparameters")
     individual_scores: bool = argument(True, help="score each batch right after it is applied")
     generation_batch_size: int | None = argument(None, ge=1, help="batch of generation requests")
 

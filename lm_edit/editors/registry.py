@@ -70,20 +70,55 @@ def resolve_editor(
     """Merge YAML defaults, the matching model family, a user YAML and ``overrides``."""
     chain = load_editor_chain(name)
     editor_cls = implementation_of(name, chain)
-    facts = model_facts(model)
-    values: dict[str, Any] = {}
-    family = None
-    for spec in chain:
-        values.update(spec.get("defaults") or {})
-        matched, family_values = family_settings(spec, facts)
-        values.update(family_values)
-        family = matched or family
-    if editor_config:
-        values.update(read_user_config(editor_config))
+    values, family, _ = _chain_values(chain, model_facts(model), editor_config)
     values.update(overrides or {})
     config = build_config(editor_cls.config_class, values, name)
     implementation = next(k for k, v in implementations().items() if v is editor_cls)
     return EditorSpec(name, implementation, config, family)
+
+
+def _chain_values(
+    chain: list[dict[str, Any]], facts: dict[str, Any] | None, editor_config: str | None
+) -> tuple[dict[str, Any], str | None, set[str]]:
+    """The values the YAML chain, the matching family and the user YAML give, the matched
+    family, and (when ``facts`` is None, the model unknown) the names a family could set."""
+    values: dict[str, Any] = {}
+    family = None
+    by_family: set[str] = set()
+    for spec in chain:
+        values.update(spec.get("defaults") or {})
+        by_family -= set(spec.get("defaults") or {})
+        if facts is None:
+            by_family |= {k for f in spec.get("families") or [] for k in f.get("set") or {}}
+            continue
+        matched, family_values = family_settings(spec, facts)
+        values.update(family_values)
+        family = matched or family
+    if editor_config:
+        user = read_user_config(editor_config)
+        values.update(user)
+        by_family -= set(user)
+    return values, family, by_family
+
+
+def effective_hyperparameters(
+    name: str, overrides: dict[str, Any], editor_config: str | None = None
+) -> tuple[EditorConfig, dict[str, Any]]:
+    """Editor ``name``'s configuration with ``overrides`` on a model no family matches,
+    and the overrides that change it: converted to their declared types, less those equal
+    to the value the editor takes anyway (its YAMLs, then ``editor_config``). An override
+    that some model family sets is kept, since the value it replaces depends on the model."""
+    chain = load_editor_chain(name)
+    config_class = implementation_of(name, chain).config_class
+    values, _, by_family = _chain_values(chain, None, editor_config)
+    default = build_config(config_class, values, name)
+    config = build_config(config_class, {**values, **overrides}, name)
+    changed = {
+        k: getattr(config, k)
+        for k in overrides
+        if k in by_family or getattr(config, k) != getattr(default, k)
+    }
+    return config, changed
 
 
 def create_editor(spec: EditorSpec, anatomy: ModelAnatomy, seed: int) -> Editor:

@@ -69,7 +69,7 @@ class LocateConfig(ValueConfig, EditorConfig):
     nullspace_relative: bool = False
     nullspace_lambda: float = argument(10.0, ge=0)
     cache_values: bool = False
-    stats_source: str = "auto"
+    stats_source: str = argument("auto", file=True)
     stats_samples: int = argument(1000, ge=1)
     stats_model_samples: int = argument(64, ge=1)
     stats_max_length: int = argument(128, ge=2)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lm_edit.studies.sweep.manifest import LOCK_NAME, SweepFolderError
+from lm_edit.studies.sweep.folder import SweepFolderError, inside
+from lm_edit.studies.sweep.manifest import LOCK_NAME
 
 
 @contextmanager
@@ -18,7 +19,7 @@ def sweep_folder_lock(root: Path) -> Iterator[None]:
     """Hold the folder's lock for the duration of the block (released when the process
     ends, however it ends); raise :class:`SweepFolderError` if another process holds it."""
     root.mkdir(parents=True, exist_ok=True)
-    path = root / LOCK_NAME
+    path = inside(root, root / LOCK_NAME)
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

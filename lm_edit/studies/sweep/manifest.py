@@ -5,7 +5,9 @@ entry per finished checkpoint. A checkpoint counts as finished only once its ent
 the manifest, and the entry is written (atomically) after the checkpoint's results file
 (also atomic): a run killed in between leaves a results file with no entry, and the next
 run redoes that checkpoint. Editors and checkpoints are not part of the fingerprint, so a
-later run may add editors or checkpoints to a finished sweep.
+later run may add editors or checkpoints to a finished sweep; each editor's hyperparameters
+are recorded per editor (``editor_arguments``) and checked when that editor runs again.
+``--overwrite`` deletes only the files the previous manifest lists.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import hashlib
 import json
 import logging
 import platform
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -22,18 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from lm_edit.atomic import save_text
+from lm_edit.studies.sweep.folder import UNEDITED, SweepFolderError, inside, remove_files
+from lm_edit.studies.sweep.identity import is_file_record, plain
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LOCK_NAME = ".sweep.lock"
-FORMAT = 1
-UNEDITED = "unedited"
+FORMAT = 2
 PACKAGES = ("lm-edit", "lm_eval", "torch", "transformers", "datasets")
-
-
-class SweepFolderError(ValueError):
-    """The output folder holds a different sweep (or other files)."""
 
 
 def fingerprint(arguments: dict[str, Any]) -> str:
@@ -59,15 +57,51 @@ def checkpoint_key(editor: str, n_edits: int) -> str:
 
 
 def checkpoint_dir(root: Path, editor: str, n_edits: int) -> Path:
-    """Folder of one checkpoint's files."""
+    """Folder of one checkpoint's files (checked to lie inside ``root``)."""
     if editor == UNEDITED:
-        return root / UNEDITED
-    return root / editor / f"edits_{n_edits:04d}"
+        return inside(root, root / UNEDITED)
+    return inside(root, root / editor / f"edits_{n_edits:04d}")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed ``manifest.json`` at ``path``; a truncated or edited file raises
+    :class:`SweepFolderError` naming it and the way out."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        saved = error
+    entries = saved.get("checkpoints") if isinstance(saved, dict) else None
+    readable = isinstance(entries, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("results"), str) for e in entries.values()
+    )
+    if not readable:
+        why = f" ({saved})" if isinstance(saved, Exception) else ""
+        raise SweepFolderError(
+            f"{path} is not a readable sweep manifest{why}: it was cut short or edited. "
+            "Restore it from a copy, or start again with another --output_path, or with "
+            "--overwrite (which replaces only this file)."
+        )
+    return saved
+
+
+def _change(name: str, old: Any, new: Any) -> list[str]:
+    """How argument ``name`` changed, naming a changed file by its path and digests."""
+    if old == new:
+        return []
+    if is_file_record(old) and is_file_record(new) and old["file"] == new["file"]:
+        return [
+            f"{name} file {old['file']} changed since the study started (sha256 "
+            f"{old['sha256'][:12]}… → {new['sha256'][:12]}…)"
+        ]
+    if isinstance(old, dict) and isinstance(new, dict) and not is_file_record(old):
+        return _differences(old, new)
+    return [f"{name}: {old!r} -> {new!r}"]
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per changed argument (the entries of ``model_args`` by their own names)."""
     keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return [line for k in keys for line in _change(k, old.get(k), new.get(k))]
 
 
 @dataclass
@@ -78,24 +112,43 @@ class SweepState:
     arguments: dict[str, Any]
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = ""
+    editor_arguments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, root: Path, arguments: dict[str, Any], overwrite: bool = False) -> SweepState:
+    def open(
+        cls,
+        root: Path,
+        arguments: dict[str, Any],
+        overwrite: bool = False,
+        editor_arguments: dict[str, dict[str, Any]] | None = None,
+    ) -> SweepState:
         """Resume the sweep in ``root``, or start one there. Refuses a folder holding a
-        sweep with other arguments, or files that are not a sweep, unless ``overwrite``."""
-        path = root / MANIFEST
+        sweep with other arguments (shared, or of an editor in ``editor_arguments`` that
+        ran before), or files that are not a sweep, unless ``overwrite``."""
+        arguments, editors = plain(arguments), plain(editor_arguments or {})
+        path = inside(root, root / MANIFEST)
         if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("fingerprint") == fingerprint(arguments):
-                state = cls(root, arguments, saved.get("checkpoints", {}), saved["created"])
+            try:
+                saved = read_manifest(path)
+            except SweepFolderError:
+                if not overwrite:
+                    raise
+                logger.warning("--overwrite: replacing the unreadable %s", path)
+                saved = {}
+            changed = cls._changes(saved, arguments, editors) if saved else []
+            if saved and not changed:
+                known = saved.get("editor_arguments", {})
+                created = saved.get("created", "")
+                state = cls(root, arguments, saved["checkpoints"], created, {**known, **editors})
+                if state.editor_arguments != known:
+                    state.save()
                 logger.info("Resuming %s: %d checkpoint(s) finished", root, len(state.checkpoints))
                 return state
-            if not overwrite:
-                changed = "; ".join(_differences(saved.get("arguments", {}), arguments))
+            if changed and not overwrite:
                 raise SweepFolderError(
-                    f"{root} holds a sweep run with other arguments ({changed}). Use another "
-                    "--output_path, re-run with the same arguments to resume, or pass "
-                    "--overwrite to discard it."
+                    f"{root} holds a sweep run with other arguments ({'; '.join(changed)}). "
+                    "Use another --output_path, re-run with the same arguments to resume, or "
+                    "pass --overwrite to discard it."
                 )
             cls._discard(root, saved)
         elif root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()) and not overwrite:
@@ -103,19 +156,39 @@ class SweepState:
                 f"{root} is not empty and has no {MANIFEST}: it is not a sweep folder. Choose "
                 "an empty or new --output_path (or pass --overwrite to write into it anyway)."
             )
-        state = cls(root, arguments, {}, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        state = cls(root, arguments, {}, created, editors)
         state.save()
         return state
 
     @staticmethod
+    def _changes(
+        saved: dict[str, Any], arguments: dict[str, Any], editors: dict[str, dict[str, Any]]
+    ) -> list[str]:
+        """What differs between a saved sweep and these arguments (empty: the same)."""
+        changed = _differences(saved.get("arguments", {}), arguments)
+        if saved.get("format") != FORMAT:
+            changed.insert(0, f"manifest format {saved.get('format')} -> {FORMAT}")
+        if not changed and saved.get("fingerprint") != fingerprint(arguments):
+            changed = [f"fingerprint: {saved.get('fingerprint')!r} -> {fingerprint(arguments)!r}"]
+        known = saved.get("editor_arguments", {})
+        for editor in sorted(set(known) & set(editors)):
+            changed += [
+                f"editor {editor}: {line}" for line in _differences(known[editor], editors[editor])
+            ]
+        return changed
+
+    @staticmethod
     def _discard(root: Path, saved: dict[str, Any]) -> None:
-        """Delete the folders of a previous sweep's checkpoints (``--overwrite``)."""
-        logger.warning("--overwrite: discarding the previous sweep in %s", root)
-        for key in saved.get("checkpoints", {}):
-            editor = key.split("/", 1)[0]
-            target = root / editor
-            if target.is_dir():
-                shutil.rmtree(target)
+        """Delete the files a previous sweep's manifest lists (``--overwrite``), nothing
+        else: files of its own and files beside them stay."""
+        listed = [
+            name
+            for entry in saved.get("checkpoints", {}).values()
+            for name in entry.get("files") or [entry["results"]]
+        ]
+        removed = remove_files(root, listed)
+        logger.warning("--overwrite: deleted the previous sweep's %d file(s) in %s", removed, root)
 
     def is_done(self, editor: str, n_edits: int) -> bool:
         """True when the checkpoint is in the manifest and its results file exists."""
@@ -134,11 +207,13 @@ class SweepState:
             "fingerprint": fingerprint(self.arguments),
             "arguments": self.arguments,
             "versions": versions(),
+            "editor_arguments": self.editor_arguments,
             "created": self.created,
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "checkpoints": self.checkpoints,
         }
-        save_text(json.dumps(document, indent=1, default=str) + "\n", self.root / MANIFEST)
+        path = inside(self.root, self.root / MANIFEST)
+        save_text(json.dumps(document, indent=1, default=str) + "\n", path)
 
     def saved_lines(self) -> list[str]:
         """One line per finished checkpoint: key and results file."""

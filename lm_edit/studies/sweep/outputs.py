@@ -10,6 +10,7 @@ from typing import Any
 from lm_eval.utils import handle_non_serializable
 
 from lm_edit.atomic import save_text
+from lm_edit.studies.sweep.folder import inside
 
 RESULTS = "results.json"
 
@@ -18,16 +19,19 @@ def _dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(obj, default=handle_non_serializable, ensure_ascii=False, **kwargs)
 
 
-def write_checkpoint(folder: Path, output: dict[str, Any], extra: dict[str, Any]) -> Path:
-    """Write samples (if any) then ``results.json``, each atomically; return the latter."""
+def write_checkpoint(folder: Path, output: dict[str, Any], extra: dict[str, Any]) -> list[Path]:
+    """Write samples (if any) then ``results.json``, each atomically and each checked to
+    lie inside ``folder``; return the files written, ``results.json`` last."""
     output = dict(output)
     samples = output.pop("samples", None) or {}
+    written = []
     for task, rows in samples.items():
         text = "".join(_dumps(row) + "\n" for row in rows)
-        save_text(text, folder / f"samples_{task}.jsonl")
-    path = folder / RESULTS
-    save_text(_dumps({**output, "lm_edit_sweep": extra}, indent=1) + "\n", path)
-    return path
+        written.append(inside(folder, folder / f"samples_{task}.jsonl"))
+        save_text(text, written[-1])
+    written.append(inside(folder, folder / RESULTS))
+    save_text(_dumps({**output, "lm_edit_sweep": extra}, indent=1) + "\n", written[-1])
+    return written
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lm_edit.studies.sweep.drift import added_parameters, drift_summary, parameter_drift
+from lm_edit.studies.sweep.folder import check_editor_names
+from lm_edit.studies.sweep.identity import editor_model_args, shared_model_args
 from lm_edit.studies.sweep.lock import sweep_folder_lock
 from lm_edit.studies.sweep.manifest import UNEDITED, SweepState, checkpoint_dir
 from lm_edit.studies.sweep.outputs import RESULTS, write_checkpoint
@@ -69,13 +71,22 @@ class SweepConfig:
             raise ValueError(f"--checkpoints must be edit counts >= 1, got {self.checkpoints}.")
         if not self.tasks:
             raise ValueError("--tasks is empty.")
+        check_editor_names(self.editors)
         self.checkpoints = sorted(set(self.checkpoints))
         self.output_path = Path(self.output_path)
+        if isinstance(self.batch_size, str) and self.batch_size.isdigit():
+            self.batch_size = int(self.batch_size)
 
     def fingerprinted(self) -> dict[str, Any]:
-        """The arguments that decide every checkpoint's numbers."""
+        """The arguments that decide every checkpoint's numbers, ``model_args`` normalised
+        (editor hyperparameters are recorded per editor, see :mod:`.identity`)."""
         skip = {"editors", "checkpoints", "output_path", "overwrite", "log_samples"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        arguments = {k: v for k, v in asdict(self).items() if k not in skip}
+        return {**arguments, "model_args": shared_model_args(self.model_args)}
+
+    def editor_arguments(self) -> dict[str, dict[str, Any]]:
+        """Per editor, the hyperparameters ``model_args`` change (see :mod:`.identity`)."""
+        return {editor: editor_model_args(editor, self.model_args) for editor in self.editors}
 
     @property
     def n_edits(self) -> int:
@@ -265,10 +276,12 @@ class Sweep:
             "case_ids": [r.case_id for r in lm.edit_session.requests],
         }
         extra = {**entry, "drift_per_matrix": drift, "session": lm.edit_session.manifest()}
-        path = write_checkpoint(folder, output, extra)
+        written = write_checkpoint(folder, output, extra)
+        path = written[-1]
         if self.log_results is not None:
             self.log_results(editor, n_edits, output)
         entry["results"] = str(path.relative_to(self.state.root))
+        entry["files"] = [str(p.relative_to(self.state.root)) for p in written]
         entry["editor_config"] = lm.edit_session.config
         self.state.finish(editor, n_edits, entry)
         self.events.append((editor, n_edits, "evaluated"))
@@ -287,7 +300,12 @@ def run_sweep(
     """Run or resume the sweep described by ``config``; return its state and events.
     ``log_results(editor, n_edits, results)`` sees every evaluated checkpoint's output."""
     with sweep_folder_lock(config.output_path):
-        state = SweepState.open(config.output_path, config.fingerprinted(), config.overwrite)
+        state = SweepState.open(
+            config.output_path,
+            config.fingerprinted(),
+            config.overwrite,
+            config.editor_arguments(),
+        )
         sweep = Sweep(
             config,
             state,
