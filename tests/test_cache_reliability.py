@@ -48,7 +48,15 @@ FILES = {
     "values": "values/*/*.pt",
     "texts": "stats/*/texts-model-n8-len24-seed0.json",
 }
-CORRUPTIONS = ["truncated", "empty", "garbage", "wrong_shape", "zeros_bad_checksum", "nan"]
+CORRUPTIONS = [
+    "truncated",
+    "empty",
+    "garbage",
+    "wrong_shape",
+    "wrong_dtype",
+    "zeros_bad_checksum",
+    "nan",
+]
 
 
 def _edited_weight(tokenizer, editor: str, **extra: Any) -> torch.Tensor:
@@ -99,15 +107,21 @@ def cache_copy(reference, tmp_path, monkeypatch, caplog) -> Path:
 
 
 def _tamper(value: Any, how: str) -> Any:
-    """``value`` (a tensor, a dict holding tensors, or a list of texts) mis-shaped, zeroed
-    or turned to NaN."""
+    """``value`` (a tensor, a dict holding tensors, or a list of texts) mis-shaped, of the
+    wrong type, zeroed or turned to NaN."""
     if isinstance(value, dict):
         return {k: _tamper(v, how) if torch.is_tensor(v) else v for k, v in value.items()}
     if isinstance(value, list):
-        changed = {"wrong_shape": value[:-1], "zeros": [""] * len(value)}
+        changed = {
+            "wrong_shape": value[:-1],
+            "wrong_dtype": list(range(len(value))),
+            "zeros": [""] * len(value),
+        }
         return changed.get(how, [float("nan")] * len(value))
     if how == "wrong_shape":
         return value[..., :-1].clone()
+    if how == "wrong_dtype":
+        return value.to(torch.int64)
     return torch.zeros_like(value) if how == "zeros" else torch.full_like(value, float("nan"))
 
 

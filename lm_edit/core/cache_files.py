@@ -81,8 +81,9 @@ def check_tensor(
         raise CacheFileError(f"{what} is a {type(value).__name__}, not a tensor")
     if tuple(value.shape) != tuple(shape):
         raise CacheFileError(f"{what} has shape {tuple(value.shape)}, expected {tuple(shape)}")
-    if (dtype is None and not value.is_floating_point()) or (dtype and value.dtype != dtype):
-        raise CacheFileError(f"{what} has dtype {value.dtype}, expected {dtype or 'floating'}")
+    if value.dtype != dtype if dtype is not None else not value.is_floating_point():
+        expected = dtype if dtype is not None else "a floating dtype"
+        raise CacheFileError(f"{what} has dtype {value.dtype}, expected {expected}")
     if not torch.isfinite(value).all():
         raise CacheFileError(f"{what} has non-finite values")
     return value
