@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lm_edit.atomic import remove_stale_temps, temp_prefix
 from lm_edit.paths import models_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def converted_model_dir() -> Path:
     """Return the cached safetensors folder of SmolLM2-135M-Instruct, converting it if needed.
 
     The conversion (about 30 s) writes into a temporary sibling folder and renames it into
-    place, so an interrupted conversion never leaves a half-written model behind.
+    place, so an interrupted conversion never leaves a half-written model behind; the
+    staging folder of a killed conversion is removed by the next one.
     """
     target = models_cache_dir() / CONVERTED_NAME
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
@@ -65,7 +67,8 @@ def converted_model_dir() -> Path:
 
     logger.info("Converting %s to safetensors in %s (once)", source.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{CONVERTED_NAME}-", dir=target.parent))
+    remove_stale_temps(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(CONVERTED_NAME), dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
         model = AutoModelForCausalLM.from_pretrained(

@@ -3,7 +3,8 @@
 One forward pass over a text source collects the statistics of every requested layer at
 once (the pass stops after the deepest one). Results are cached on disk under
 ``<cache>/stats/<fingerprint>/`` keyed by model fingerprint, layer, text source and
-sample count, and written atomically (temporary file, then rename).
+sample count. Every file (statistics, derived matrices, sampled text) carries a checksum
+and is validated on load (:mod:`lm_edit.core.cache_files`): a bad one is rebuilt.
 
 Text sources (``stats_source``):
 
@@ -25,12 +26,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from lm_edit.atomic import save_tensors, save_text
 from lm_edit.core.anatomy import ModelAnatomy
+from lm_edit.core.cache_files import CacheFileError, check_tensor, load_cached, save_cached
+from lm_edit.core.fingerprint import model_fingerprint
 from lm_edit.core.hooks import capture_inputs, run_until_stop
 from lm_edit.core.tokens import pad_batch
 from lm_edit.paths import stats_cache_dir
@@ -54,18 +57,12 @@ class StatsSpec:
     seed: int = 0
 
 
-def model_fingerprint(model) -> str:
-    """A short hash of the model's config and of a sample of every parameter tensor."""
-    digest = hashlib.sha256(
-        json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode()
-    )
-    for name, param in model.state_dict().items():
-        flat = param.detach().reshape(-1)
-        sample = torch.cat([flat[:256], flat[-256:]]).float().cpu().numpy().tobytes()
-        digest.update(name.encode())
-        digest.update(str(tuple(param.shape)).encode())
-        digest.update(sample)
-    return digest.hexdigest()[:16]
+@dataclass(frozen=True)
+class KeyStatistics:
+    """``E[k kᵀ]`` of one layer (float32, on CPU) and the cache file it was loaded from."""
+
+    path: Path
+    matrix: torch.Tensor
 
 
 def passages(spec: StatsSpec, source: str) -> int:
@@ -91,21 +88,25 @@ def second_moments(
     model, tokenizer, anatomy: ModelAnatomy, layers: list[int], spec: StatsSpec
 ) -> dict[int, torch.Tensor]:
     """``E[k kᵀ]`` (float32, on CPU) of the MLP-out keys of each layer in ``layers``."""
-    files = second_moment_files(model, tokenizer, anatomy, layers, spec)
-    return {layer: torch.load(path, weights_only=True) for layer, path in files.items()}
+    found = key_statistics(model, tokenizer, anatomy, layers, spec)
+    return {layer: stats.matrix for layer, stats in found.items()}
 
 
-def second_moment_files(
+def key_statistics(
     model, tokenizer, anatomy: ModelAnatomy, layers: list[int], spec: StatsSpec
-) -> dict[int, Path]:
-    """Cache files holding ``E[k kᵀ]`` for ``layers``; missing ones are collected first, all
-    in one forward pass over the text."""
+) -> dict[int, KeyStatistics]:
+    """``E[k kᵀ]`` of ``layers`` from the cache; missing or invalid ones are collected first,
+    all in one forward pass over the text."""
     fingerprint = model_fingerprint(model)
     source = resolve_source(spec.source)
     key = _source_key(source)
     n = passages(spec, source)
     files = {layer: _cache_file(fingerprint, layer, key, spec, n) for layer in layers}
-    missing = [layer for layer, path in files.items() if not path.is_file()]
+    found = {
+        layer: load_cached(path, _square("key statistics", anatomy.mlp_out_shape(model, layer)[1]))
+        for layer, path in files.items()
+    }
+    missing = [layer for layer, matrix in found.items() if matrix is None]
     if missing:
         logger.info(
             "Collecting key statistics for layers %s from source '%s' (%d passages)",
@@ -115,18 +116,30 @@ def second_moment_files(
         )
         texts = load_texts(model, tokenizer, source, spec, fingerprint)
         for layer, cov in collect(model, tokenizer, anatomy, missing, texts, spec).items():
-            save_tensors(cov, files[layer])
-    return files
+            save_cached(cov, files[layer])
+            found[layer] = cov
+    return {layer: KeyStatistics(files[layer], found[layer]) for layer in layers}
 
 
-def derived(stats_file: Path, tag: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """A matrix derived from a statistics file (an inverse, a projector), cached beside it
-    as ``<stats file>.<tag>.pt`` and recomputed only when that file is missing."""
-    path = stats_file.with_name(f"{stats_file.stem}.{tag}.pt")
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    value = compute()
-    save_tensors(value, path)
+def _square(what: str, width: int, dtype: torch.dtype = torch.float32) -> Callable[[Any], object]:
+    """Validator of a finite ``width × width`` matrix of ``dtype``."""
+    return lambda value: check_tensor(value, what, (width, width), dtype)
+
+
+def derived(
+    stats: KeyStatistics,
+    tag: str,
+    compute: Callable[[torch.Tensor], torch.Tensor],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``compute(stats.matrix)`` (an inverse, a projector: a finite matrix of ``dtype``
+    shaped like the statistics), cached beside them as ``<stats file>.<tag>.pt`` and
+    recomputed when that file is missing or invalid."""
+    path = stats.path.with_name(f"{stats.path.stem}.{tag}.pt")
+    value = load_cached(path, _square(f"derived matrix '{tag}'", stats.matrix.shape[0], dtype))
+    if value is None:
+        value = compute(stats.matrix)
+        save_cached(value, path)
     return value
 
 
@@ -210,10 +223,17 @@ def load_texts(
 def _cached_model_texts(model, tokenizer, spec: StatsSpec, fingerprint: str) -> list[str]:
     name = f"texts-model-n{spec.model_samples}-len{spec.max_length}-seed{spec.seed}.json"
     path = stats_cache_dir(fingerprint) / name
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    texts = sample_model_texts(model, tokenizer, spec)
-    save_text(json.dumps(texts), path)
+
+    def validate(value: Any) -> None:
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise CacheFileError("sampled texts are not a list of strings")
+        if len(value) != spec.model_samples:
+            raise CacheFileError(f"{len(value)} sampled texts, expected {spec.model_samples}")
+
+    texts = load_cached(path, validate)
+    if texts is None:
+        texts = sample_model_texts(model, tokenizer, spec)
+        save_cached(texts, path)
     return texts
 
 

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from lm_edit.core.anatomy import ModelAnatomy, UnsupportedArchitectureError, add_weight_delta
 from lm_edit.core.arguments import argument
+from lm_edit.core.fingerprint import weights_digest
 from lm_edit.core.record import EditRecord
-from lm_edit.core.stats import StatsSpec, derived, second_moment_files
+from lm_edit.core.stats import KeyStatistics, StatsSpec, derived, key_statistics
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
 from lm_edit.editors.locate.keys import outputs_at_subject, plain_keys, request_keys
@@ -38,7 +39,7 @@ from lm_edit.editors.locate.solvers import (
     regularised,
 )
 from lm_edit.editors.locate.templates import generate_context_templates
-from lm_edit.editors.locate.value_cache import load_value, save_value, value_path, weights_digest
+from lm_edit.editors.locate.value_cache import load_value, save_value, value_path
 from lm_edit.editors.locate.values import ValueConfig, ValueResult, optimise_value
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class LocateEditor(Editor):
     def __init__(self, config: LocateConfig, *, name: str, anatomy: ModelAnatomy, seed: int = 0):
         super().__init__(config, name=name, anatomy=anatomy, seed=seed)
         self._templates: list[str] | None = None
-        self._stats_files: dict[int, Path] | None = None
+        self._statistics: dict[int, KeyStatistics] | None = None
         self._covariances: dict[int, torch.Tensor] = {}
         self._projectors: dict[int, torch.Tensor] = {}
         self._inverses: dict[int, torch.Tensor] = {}
@@ -163,7 +164,7 @@ class LocateEditor(Editor):
         if self._templates is None:
             spec = [tuple(pair) for pair in self.config.template_spec]
             self._templates = generate_context_templates(model, tokenizer, spec, self.seed)
-        if self._stats_files is None and self._needs_statistics():
+        if self._statistics is None and self._needs_statistics():
             spec = StatsSpec(
                 source=self.config.stats_source,
                 samples=self.config.stats_samples,
@@ -171,13 +172,13 @@ class LocateEditor(Editor):
                 max_length=self.config.stats_max_length,
                 seed=self.seed,
             )
-            self._stats_files = second_moment_files(model, tokenizer, self.anatomy, layers, spec)
-            for layer, path in self._stats_files.items():
-                self._covariances[layer] = torch.load(path, weights_only=True)
+            self._statistics = key_statistics(model, tokenizer, self.anatomy, layers, spec)
+            for layer, stats in self._statistics.items():
+                self._covariances[layer] = stats.matrix
                 if self.config.solver == "null_space":
-                    self._projectors[layer] = self._projector(layer, path)
+                    self._projectors[layer] = self._projector(layer, stats)
                 elif self.config.solver == "equality" and self.config.use_covariance:
-                    self._inverses[layer] = self._inverse(layer, path)
+                    self._inverses[layer] = self._inverse(stats)
 
     def _check_residual_writes(self, model, layers: list[int]) -> None:
         """Refuse residual-stream targets on blocks that normalise the MLP's output: a
@@ -194,25 +195,25 @@ class LocateEditor(Editor):
                 "and one layer (e.g. layers=<n>)."
             )
 
-    def _inverse(self, layer: int, stats_file: Path) -> torch.Tensor:
+    def _inverse(self, stats: KeyStatistics) -> torch.Tensor:
         ridge = self.config.stats_ridge
         return derived(
-            stats_file,
+            stats,
             f"inverse-ridge{ridge:g}",
-            lambda: torch.linalg.inv(regularised(self._covariances[layer], ridge)),
+            lambda cov: torch.linalg.inv(regularised(cov, ridge)),
+            torch.float64,
         )
 
-    def _projector(self, layer: int, stats_file: Path) -> torch.Tensor:
+    def _projector(self, layer: int, stats: KeyStatistics) -> torch.Tensor:
         config = self.config
         mode = "rel" if config.nullspace_relative else "abs"
         projector = derived(
-            stats_file,
+            stats,
             f"nullspace-{mode}{config.nullspace_threshold:g}",
-            lambda: null_space_projector(
-                self._covariances[layer],
-                config.nullspace_threshold,
-                relative=config.nullspace_relative,
+            lambda cov: null_space_projector(
+                cov, config.nullspace_threshold, relative=config.nullspace_relative
             ).float(),
+            torch.float32,
         )
         rank = int(round(float(torch.trace(projector))))
         logger.info("AlphaEdit layer %d: null space of dimension %d", layer, rank)
@@ -267,12 +268,13 @@ class LocateEditor(Editor):
     ) -> list[ValueResult]:
         """v* of every request, from the value cache when enabled and present."""
         digest = weights_digest(model) if self.config.cache_values else None
+        width = self.anatomy.hidden_size(model)
         values = []
         for request in tqdm(requests, desc="target values", unit="edit", disable=len(requests) < 2):
             path = None
             if digest is not None:
                 path = value_path(digest, request, layer, self._templates, self.config)
-                cached = load_value(path)
+                cached = load_value(path, width)
                 if cached is not None:
                     values.append(cached)
                     continue

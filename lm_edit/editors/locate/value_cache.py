@@ -4,7 +4,8 @@ v* depends on the model's weights, the request, the layer, the context templates
 value hyperparameters; the key hashes all of them, the weights byte for byte. A cached
 value is therefore reused only by a run that would compute exactly the same one: editors
 sharing a value configuration (MEMIT, EMMET, AlphaEdit on the same layers) on the same
-model, or a repeated run.
+model, or a repeated run. A file is validated on load (checksum, the shape of the model's
+hidden state, finite values); an invalid one is deleted and v* recomputed.
 """
 
 from __future__ import annotations
@@ -13,24 +14,14 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from lm_edit.atomic import save_tensors
+from lm_edit.core.cache_files import CacheFileError, check_tensor, load_cached, save_cached
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.locate.values import ValueConfig, ValueResult
 from lm_edit.paths import values_cache_dir
 
-
-def weights_digest(model) -> str:
-    """Hash of every parameter and buffer of ``model``, byte for byte."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        data = tensor.detach().contiguous().cpu()
-        digest.update(str((data.dtype, tuple(data.shape))).encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()
+FIELDS = {"target", "initial", "final_nll", "steps"}
 
 
 def value_path(
@@ -57,17 +48,29 @@ def value_path(
     return values_cache_dir(digest) / f"{name}.pt"
 
 
-def load_value(path: Path) -> ValueResult | None:
-    """The cached v* at ``path``, or None."""
-    if not path.is_file():
+def load_value(path: Path, width: int) -> ValueResult | None:
+    """The cached v* at ``path`` (vectors of ``width``, the hidden size), or None when
+    there is none or the file is invalid."""
+
+    def validate(data: Any) -> None:
+        if not isinstance(data, dict) or set(data) != FIELDS:
+            raise CacheFileError(f"expected a dict of {sorted(FIELDS)}")
+        for name in ("target", "initial"):
+            check_tensor(data[name], name, (width,))
+        if not isinstance(data["final_nll"], float):
+            raise CacheFileError(f"final_nll is {data['final_nll']!r}, not a float")
+        if not isinstance(data["steps"], int) or data["steps"] < 0:
+            raise CacheFileError(f"steps is {data['steps']!r}, not a count")
+
+    data = load_cached(path, validate)
+    if data is None:
         return None
-    data = torch.load(path, weights_only=True)
     return ValueResult(data["target"], data["initial"], data["final_nll"], data["steps"])
 
 
 def save_value(path: Path, value: ValueResult) -> None:
-    """Write ``value`` atomically (temporary file, then rename)."""
-    save_tensors(
+    """Write ``value`` atomically, with its checksum."""
+    save_cached(
         {
             "target": value.target.cpu(),
             "initial": value.initial.cpu(),

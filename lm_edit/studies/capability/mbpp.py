@@ -1,6 +1,7 @@
-"""MBPP (Austin et al., 2021), 3-shot, with generated code run by :mod:`lm_edit.studies.capability.sandbox`
-instead of the Hub's ``code_eval`` metric (which lm-eval's stock ``mbpp`` loads at import,
-so that task cannot even be loaded offline)."""
+"""MBPP (Austin et al., 2021), 3-shot, with generated code run by
+:mod:`lm_edit.studies.capability.sandbox` instead of the Hub's ``code_eval`` metric
+(which lm-eval's stock ``mbpp`` loads at import, so that task cannot even be loaded
+offline)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from lm_edit.atomic import save_text
 from lm_edit.studies.report.load import load_sweeps
-from lm_edit.studies.report.plots import damage_curves, drift_curves, edit_curves, layer_drift_curves
+from lm_edit.studies.report.plots import (
+    damage_curves,
+    drift_curves,
+    edit_curves,
+    layer_drift_curves,
+)
 from lm_edit.studies.report.render import html_page, markdown_table
 from lm_edit.studies.report.tables import (
     damage_table,

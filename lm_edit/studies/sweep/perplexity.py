@@ -24,16 +24,13 @@ removed), so no second copy of the model is loaded.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from lm_edit.core.record import EditRecord, temporarily_unedited
 from lm_edit.paths import LM_PROMPTS
-
 
 
 def default_prompts() -> list[str]:
