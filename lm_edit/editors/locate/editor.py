@@ -29,6 +29,7 @@ from lm_edit.core.record import EditRecord
 from lm_edit.core.stats import StatsSpec, derived, second_moment_files
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
+from lm_edit.editors.layers import LayerChoice, resolve_layers
 from lm_edit.editors.locate.keys import outputs_at_subject, plain_keys, request_keys
 from lm_edit.editors.locate.solvers import (
     equality_update,
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LocateConfig(ValueConfig, EditorConfig):
+class LocateConfig(LayerChoice, ValueConfig, EditorConfig):
     """Hyperparameters of the locate-then-edit family (documented in editors/README.md).
 
     ``layers`` empty means: ``layer_count`` consecutive layers ending at layer
@@ -55,9 +56,6 @@ class LocateConfig(ValueConfig, EditorConfig):
     the published settings are 0.9-3.1 times the key width of their models.
     """
 
-    layers: tuple[int, ...] = argument((), ge=0)
-    layer_fraction: float = argument(0.17, ge=0, le=1)
-    layer_count: int = argument(1, ge=1)
     solver: Literal["equality", "least_squares", "null_space"] = "equality"
     residual_site: Literal["block", "mlp"] = "block"
     residual_split: Literal["linear", "sqrt"] = "linear"
@@ -75,20 +73,6 @@ class LocateConfig(ValueConfig, EditorConfig):
     stats_max_length: int = argument(128, ge=2)
     stats_ridge: float = argument(1e-4, ge=0)
     template_spec: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
-
-
-def resolve_layers(config: LocateConfig, num_layers: int) -> list[int]:
-    """The layers to edit, validated against the model's depth."""
-    layers = list(config.layers)
-    if not layers:
-        last = max(0, min(num_layers - 1, round(config.layer_fraction * num_layers)))
-        layers = list(range(max(0, last - config.layer_count + 1), last + 1))
-    bad = [layer for layer in layers if not 0 <= layer < num_layers]
-    if bad:
-        raise ValueError(
-            f"layers={bad} is outside the model, which has layers 0..{num_layers - 1}."
-        )
-    return sorted(set(layers))
 
 
 @register_editor("locate")
