@@ -53,7 +53,7 @@ class LoraEditor(Editor):
 
     config_class = LoraEditorConfig
     config: LoraEditorConfig
-    quick_settings = {"lr": 0.02, "num_steps": 15}
+    quick_settings = {"lr": 0.02, "num_steps": 15, "layers": [2, 3]}
 
     def edit(
         self, model: nn.Module, tokenizer, requests: list[EditRequest], record: EditRecord
@@ -120,8 +120,12 @@ class LoraEditor(Editor):
         from peft.tuners.lora.layer import dispatch_default
 
         config = self.config
+        base = module.get_base_layer() if isinstance(module, _lora_layer_type()) else module
         lora = LoraConfig(
-            r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout
+            r=config.rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            fan_in_fan_out=isinstance(base, Conv1D),
         )
         wrapper = dispatch_default(
             module,
@@ -138,14 +142,14 @@ class LoraEditor(Editor):
     def _train(self, model, tokenizer, requests, wrappers: dict[str, nn.Module]):
         parameters = []
         for wrapper in wrappers.values():
-            wrapper.train()
+            wrapper.lora_dropout[ADAPTER].train()  # not the wrapped layers' own dropout
             for name in ("lora_A", "lora_B"):
                 adapter = getattr(wrapper, name)[ADAPTER]
                 adapter.requires_grad_(True)
                 parameters.extend(adapter.parameters())
         result = train(model, tokenizer, requests, parameters, self.config)
         for wrapper in wrappers.values():
-            wrapper.eval()
+            wrapper.lora_dropout[ADAPTER].eval()
         return result
 
 
