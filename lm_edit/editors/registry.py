@@ -23,7 +23,7 @@ from lm_edit.editors.config import (
     read_user_config,
 )
 
-_INFRASTRUCTURE = {"base", "config", "registry"}
+_INFRASTRUCTURE = {"base", "config", "layers", "registry"}
 
 
 def implementations() -> dict[str, type[Editor]]:

@@ -30,6 +30,7 @@ from lm_edit.core.record import EditRecord
 from lm_edit.core.stats import KeyStatistics, StatsSpec, derived, key_statistics
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
+from lm_edit.editors.layers import LayerChoice, resolve_layers
 from lm_edit.editors.locate.keys import outputs_at_subject, plain_keys, request_keys
 from lm_edit.editors.locate.solvers import (
     equality_update,
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LocateConfig(ValueConfig, EditorConfig):
+class LocateConfig(LayerChoice, ValueConfig, EditorConfig):
     """Hyperparameters of the locate-then-edit family (documented in editors/README.md).
 
     ``layers`` empty means: ``layer_count`` consecutive layers ending at layer
@@ -56,9 +57,6 @@ class LocateConfig(ValueConfig, EditorConfig):
     the published settings are 0.9-3.1 times the key width of their models.
     """
 
-    layers: tuple[int, ...] = argument((), ge=0)
-    layer_fraction: float = argument(0.17, ge=0, le=1)
-    layer_count: int = argument(1, ge=1)
     solver: Literal["equality", "least_squares", "null_space"] = "equality"
     residual_site: Literal["block", "mlp"] = "block"
     residual_split: Literal["linear", "sqrt"] = "linear"
@@ -91,20 +89,6 @@ class LocateConfig(ValueConfig, EditorConfig):
                 f"LocateConfig: stats_source={self.stats_source!r} is neither "
                 f"{', '.join(map(repr, named))} nor an existing text file."
             )
-
-
-def resolve_layers(config: LocateConfig, num_layers: int) -> list[int]:
-    """The layers to edit, validated against the model's depth."""
-    layers = list(config.layers)
-    if not layers:
-        last = max(0, min(num_layers - 1, round(config.layer_fraction * num_layers)))
-        layers = list(range(max(0, last - config.layer_count + 1), last + 1))
-    bad = [layer for layer in layers if not 0 <= layer < num_layers]
-    if bad:
-        raise ValueError(
-            f"layers={bad} is outside the model, which has layers 0..{num_layers - 1}."
-        )
-    return sorted(set(layers))
 
 
 @register_editor("locate")

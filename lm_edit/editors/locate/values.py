@@ -21,8 +21,7 @@ only the MLP is rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +32,7 @@ from lm_edit.core.anatomy import ModelAnatomy
 from lm_edit.core.arguments import argument
 from lm_edit.core.hooks import edit_output
 from lm_edit.core.tokens import pad_batch, prompt_and_target, subject_last_token
+from lm_edit.core.training import Span, frozen, target_nll, teacher_forced
 from lm_edit.data.requests import EditRequest
 
 
@@ -64,12 +64,12 @@ class ValueResult:
 class _Rows:
     ids: list[list[int]]
     lookup: list[int]
-    target_spans: list[tuple[int, list[int]]]
+    target_spans: list[Span]
 
 
 def _build_rows(tokenizer, request: EditRequest, templates: list[str]) -> _Rows:
     """Rewriting rows (one per template) then the essence row, with lookup positions and
-    the (first predicting position, target ids) of every rewriting row."""
+    the target span of every rewriting row."""
     ids, lookup, spans = [], [], []
     target = " " + request.target_new.strip()
     for template in templates:
@@ -78,28 +78,12 @@ def _build_rows(tokenizer, request: EditRequest, templates: list[str]) -> _Rows:
         _, subject_index = subject_last_token(tokenizer, context, request.subject)
         ids.append(whole[:-1])
         lookup.append(subject_index)
-        spans.append((start - 1, whole[start:]))
+        spans.append(teacher_forced(start, whole[start:]))
     essence = f"{request.subject} is a"
     essence_ids, essence_index = subject_last_token(tokenizer, essence, request.subject)
     ids.append(essence_ids)
     lookup.append(essence_index)
     return _Rows(ids, lookup, spans)
-
-
-@contextmanager
-def _frozen(model) -> Iterator[None]:
-    """Turn off gradients for the model's parameters (restored afterwards) and use eval mode."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    for p, _ in flags:
-        p.requires_grad_(False)
-    model.eval()
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def optimise_value(
@@ -130,14 +114,14 @@ def optimise_value(
     reference: torch.Tensor | None = None
     nll = torch.tensor(float("inf"))
     step = 0
-    with _frozen(model), torch.enable_grad(), ExitStack() as stack:
+    with frozen(model), torch.enable_grad(), ExitStack() as stack:
         for context in editors:
             stack.enter_context(context)
         for step in range(1, config.v_num_grad_steps + 1):
             optimiser.zero_grad()
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             log_probs = F.log_softmax(logits.float(), dim=-1)
-            nll = _target_nll(log_probs, rows.target_spans)
+            nll = target_nll(log_probs, rows.target_spans)
             essence = log_probs[-1, batch.lengths[-1] - 1]
             if reference is None:
                 reference = essence.detach().clone()
@@ -174,16 +158,6 @@ def _adder(rows: _Rows, delta: torch.Tensor, initial: dict, index: int, device):
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     return add
-
-
-def _target_nll(log_probs: torch.Tensor, spans: list[tuple[int, list[int]]]) -> torch.Tensor:
-    """Mean over rewriting rows of the per-token NLL of the target."""
-    losses = []
-    for row, (first, target) in enumerate(spans):
-        positions = torch.arange(first, first + len(target), device=log_probs.device)
-        token_ids = torch.tensor(target, device=log_probs.device)
-        losses.append(-log_probs[row, positions, token_ids].mean())
-    return torch.stack(losses).mean()
 
 
 def _clamp_(delta: torch.Tensor, max_norm: torch.Tensor) -> None:
