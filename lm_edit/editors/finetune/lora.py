@@ -53,7 +53,7 @@ class LoraEditor(Editor):
 
     config_class = LoraEditorConfig
     config: LoraEditorConfig
-    quick_settings = {"lr": 0.02, "num_steps": 15, "layers": [2, 3]}
+    quick_settings = {"lr": 0.05, "num_steps": 20, "layers": [2, 3]}
 
     def edit(
         self, model: nn.Module, tokenizer, requests: list[EditRequest], record: EditRecord
