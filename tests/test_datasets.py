@@ -384,7 +384,12 @@ class FakeHub:
     ("spec", "fixture", "expected_kwargs"),
     [
         ("knowedit", "knowedit.json", {"data_files": "benchmark/ZsRE/ZsRE-test-all.json"}),
-        ("counterfact", "counterfact_rome.json", {"split": "train+test"}),
+        ("azhx/counterfact", "counterfact_rome.json", {"split": None}),
+        (
+            "knowedit_wiki_counterfact",
+            "knowedit.json",
+            {"data_files": "benchmark/wiki_counterfact/test_cf.json"},
+        ),
         ("org/own-edits", "own_edits.jsonl", {"split": None}),
     ],
 )
@@ -423,8 +428,42 @@ def test_hub_unreachable_names_the_offline_alternative(monkeypatch: pytest.Monke
     monkeypatch.delenv("LM_EDIT_DATA_DIR", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ConnectionError, match=r"Pass a local path instead") as info:
-        load_edit_requests("counterfact")
+        load_edit_requests("knowedit")
     assert "LM_EDIT_DATA_DIR" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "nearest"), [("counterfact", "azhx/counterfact"), ("zsre", "edit_data=knowedit")]
+)
+def test_a_name_is_never_replaced_by_a_different_hub_dataset(
+    name: str, nearest: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import datasets
+
+    def must_not_load(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a different dataset was loaded")
+
+    monkeypatch.setenv("LM_EDIT_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "load_dataset", must_not_load)
+    with pytest.raises(FileNotFoundError, match="has no Hub copy") as info:
+        load_edit_requests(name)
+    assert nearest in str(info.value) and "LM_EDIT_DATA_DIR" in str(info.value)
+
+
+def test_loaded_data_records_its_resolved_source(tmp_path: Path) -> None:
+    from lm_edit.data.loading import load_edit_data
+
+    path = tmp_path / "edits.jsonl"
+    path.write_bytes((FIXTURES / "own_edits.jsonl").read_bytes())
+    first = load_edit_data(str(path))
+    assert first.source["path"] == str(path.resolve())
+    assert first.source["records"] == len(first.requests) > 0
+    path.write_text(path.read_text().replace("Paris", "Lyon", 1))
+    second = load_edit_data(str(path))
+    assert second.source["content_sha256"] != first.source["content_sha256"]
+    assert second.source["file_sha256"] != first.source["file_sha256"]
+    demo = load_edit_data("demo").source
+    assert demo["records"] == 52 and demo["edit_data"] == "demo"
 
 
 def test_knowedit_split_must_name_a_benchmark_file() -> None:
@@ -519,7 +558,14 @@ def test_builtin_names_resolve_under_data_dir(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LM_EDIT_DATA_DIR", str(SHARED_DATA))
     monkeypatch.setattr(loading, "read_hub", pytest.fail)
     monkeypatch.setattr(loading, "read_local", spy)
-    for name in sources.BUILTIN_LOCAL:
+    present = [
+        n for n in sources.BUILTIN_LOCAL if (SHARED_DATA / sources.BUILTIN_LOCAL[n]).is_file()
+    ]
+    # ../shared/data holds every file except KnowEdit's two test splits, which the Hub has
+    assert set(sources.BUILTIN_LOCAL) - set(present) <= {
+        "knowedit_wiki_counterfact",
+        "knowedit_wiki_recent",
+    }
+    for name in present:
         load_edit_requests(name)
-    assert opened == [SHARED_DATA / sources.BUILTIN_LOCAL[name] for name in sources.BUILTIN_LOCAL]
-    assert all(path.is_file() for path in opened)
+    assert opened == [SHARED_DATA / sources.BUILTIN_LOCAL[name] for name in present]

@@ -183,12 +183,23 @@ def test_counterfact_metrics_hand_checked():
     docs, _ = _docs()
     out = counterfact_metrics(docs[0], [(-0.5, True), (-0.5, True), (-3.0, False)])
     assert out["es_prob"] == 1.0 and out["s_prob"] == ("es", 1.0)
-    assert out["em_prob"] == pytest.approx(math.exp(-1.0) - math.exp(-3.0))
+    # ROME's magnitude: exp(-mean NLL) of "New York" (2 tokens) minus that of "Paris"
+    assert out["em_prob"] == pytest.approx(math.exp(-0.5) - math.exp(-3.0))
     assert out["reliability_tf"] == 1.0
     locality = docs[2]
     out = counterfact_metrics(locality, [(-2.0, True), (-0.5, True), (-0.5, True)])
-    assert out["ns_prob"] == 0.0
-    assert out["nm_prob"] == pytest.approx(math.exp(-2.0) - math.exp(-1.0))
+    assert out["ns_prob"] == 0.0 and out["ns_prob_sum"] == 0.0
+    assert out["nm_prob"] == pytest.approx(math.exp(-2.0) - math.exp(-0.5))
+
+
+def test_prob_compares_mean_per_token_log_probabilities_and_prob_sum_the_sums():
+    """ "New York" at -1.0 per token (-2.0 in all) against "Paris" at -1.5: ROME's mean NLL
+    comparison counts the edit as a success, the whole-answer probability does not."""
+    docs, _ = _docs()
+    out = counterfact_metrics(docs[0], [(-1.0, False), (-1.0, False), (-1.5, True)])
+    assert out["es_prob"] == 1.0 and out["es_prob_sum"] == 0.0
+    assert out["reliability_prob"] == 1.0
+    assert out["s_prob"] == ("es", 1.0)
 
 
 def test_counterfact_without_true_object_leaves_es_out():

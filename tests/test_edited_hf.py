@@ -166,3 +166,18 @@ def test_generation_batch_size_must_be_a_positive_integer(value):
 
     with pytest.raises(ValueError, match="generation_batch_size"):
         EditedLM(pretrained="does-not-exist", editor="none", generation_batch_size=value)
+
+
+def test_results_config_records_the_resolved_edit_data():
+    """lm-eval copies ``get_model_info()`` into the results' ``config``: the edit session's
+    provenance names the resolved data file, its record count and content hash."""
+    import json
+
+    from lm_edit.evaluation.model import EditedLM
+
+    lm = EditedLM(pretrained="smollm2-135m", device="cpu", editor="none", n_edits=1)
+    info = json.loads(json.dumps(lm.get_model_info(), default=str))
+    source = info["edit_session"]["data_source"]
+    assert source["edit_data"] == "demo" and source["records"] == 52
+    assert source["path"].endswith("demo_edits.jsonl") and len(source["content_sha256"]) == 64
+    assert info["edit_session"]["editor"] == "none"

@@ -226,6 +226,25 @@ def test_family_defaults_and_the_rule_for_unknown_models(editor, model, family, 
         assert spec.config.mom2_update_weight == weight
 
 
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        (("llama", 32, 4096, 11008), "Llama-2-7B (EasyEdit)"),
+        (("llama", 32, 4096, 14336), "Llama-3-8B (EasyEdit)"),
+        (("llama", 28, 3072, 8192), "Llama-3.2-3B (EasyEdit)"),
+        (("mistral", 32, 4096, 14336), "Mistral-7B (EasyEdit)"),
+        (("qwen2", 28, 3584, 18944), "Qwen2.5-7B (EasyEdit)"),
+    ],
+)
+def test_rome_families_labelled_easyedit_use_easyedits_identity_covariance(model, family):
+    """EasyEdit's hparams/ROME files for these models set ``mom2_adjustment: false``; the
+    GPT-2 XL family of the ROME paper keeps C⁻¹."""
+    spec = resolve_editor("rome", _model_with(*model))
+    assert spec.family == family
+    assert spec.config.layers == (5,) and spec.config.use_covariance is False
+    assert resolve_editor("rome", _model_with("gpt2", 48, 1600, 6400)).config.use_covariance
+
+
 def test_unknown_models_get_five_layers_ending_at_a_quarter_of_the_depth():
     from lm_edit.editors.locate.editor import resolve_layers
 

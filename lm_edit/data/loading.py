@@ -6,16 +6,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lm_edit.data.formats import detect_format
 from lm_edit.data.records import Format, Record
 from lm_edit.data.requests import EditRequest, EditRequestError
-from lm_edit.data.sources import read_hub, read_local, resolve
+from lm_edit.data.sources import hub_revision, read_hub, read_local, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,48 @@ def _check_unique(requests: list[EditRequest]) -> None:
         seen[request.case_id] = request.source
 
 
+@dataclass(frozen=True)
+class EditData:
+    """Loaded edit requests and where they came from: ``source`` records the resolved
+    file or Hub dataset (id, split, revision), the record count and a content hash, so a
+    result says which data a name meant."""
+
+    requests: list[EditRequest]
+    source: dict[str, Any]
+
+
+def _content_hash(records: list[tuple[str, Any]]) -> str:
+    canonical = json.dumps([data for _, data in records], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def load_edit_data(spec: str, *, split: str | None = None, skip_invalid: bool = False) -> EditData:
+    """The requests of ``spec`` (a built-in name, a local .json/.jsonl file or a Hub id)
+    with their provenance; see :func:`load_edit_requests`."""
+    source = resolve(spec)
+    provenance: dict[str, Any] = {"edit_data": spec}
+    if isinstance(source, Path):
+        if split is not None:
+            raise ValueError(
+                f"split={split!r} applies to Hub datasets only; edit_data={spec!r} is the local "
+                f"file {source}. Drop split=, or pass a Hub id."
+            )
+        records, stem = read_local(source), source.stem
+        provenance["path"] = str(source.resolve())
+        provenance["file_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
+    else:
+        chosen = split or source.split
+        records, stem = read_hub(source.hub_id, chosen, f"edit_data={spec}")
+        provenance |= {
+            "hub_id": source.hub_id,
+            "split": chosen,
+            "revision": hub_revision(source.hub_id),
+        }
+    provenance |= {"records": len(records), "content_sha256": _content_hash(records)}
+    requests = _convert_all(records, f"edit_data={spec}", stem, skip_invalid)
+    return EditData(requests, provenance)
+
+
 def load_edit_requests(
     spec: str, *, split: str | None = None, skip_invalid: bool = False
 ) -> list[EditRequest]:
@@ -115,17 +160,7 @@ def load_edit_requests(
     listing them all (file and line each), unless ``skip_invalid`` leaves them out, each
     logged as a warning. ``split`` applies to Hub datasets only (see the module docstring).
     """
-    source = resolve(spec)
-    if isinstance(source, Path):
-        if split is not None:
-            raise ValueError(
-                f"split={split!r} applies to Hub datasets only; edit_data={spec!r} is the local "
-                f"file {source}. Drop split=, or pass a Hub id."
-            )
-        records, stem = read_local(source), source.stem
-    else:
-        records, stem = read_hub(source.hub_id, split or source.split, f"edit_data={spec}")
-    return _convert_all(records, f"edit_data={spec}", stem, skip_invalid)
+    return load_edit_data(spec, split=split, skip_invalid=skip_invalid).requests
 
 
 def select_requests(

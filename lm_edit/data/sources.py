@@ -5,32 +5,41 @@ records (each with the place it came from).
 or a ``.jsonl`` file with one record per line) or a Hugging Face Hub dataset id (``org/name``).
 The format is detected from the first record and logged at INFO level.
 
-Built-in names. With ``$LM_EDIT_DATA_DIR`` set (a folder laid out like ``shared/data``) and the
-name's local file present there, that file is used; otherwise the Hub copy is loaded:
+Built-in names. Each names one file. With ``$LM_EDIT_DATA_DIR`` set (a folder laid out like
+``shared/data``) and the file present there, it is read; otherwise its Hub copy (the same
+file in ``zjunlp/KnowEdit``) is loaded. A name whose file has no Hub copy is never replaced
+by a different dataset: the error names the file and the nearest Hub dataset to pass instead.
 
-============ =============================================== =================================
-name         local file (under ``$LM_EDIT_DATA_DIR``)        Hub fallback
-============ =============================================== =================================
-demo         ``lm_edit/data/demo_edits.jsonl`` (shipped      none
-             with the package; our own JSONL schema)
-counterfact  ``counterfact/counterfact-edit.json``           ``azhx/counterfact``, split
-             (EasyEdit flat format, 10,000 records)          ``train+test`` (ROME format,
-                                                             21,919 records)
-zsre         ``portability/zsre_mend_edit.json``             ``zjunlp/KnowEdit`` ``ZsRE``:
-             (MEND format with one-hop portability,          a different record set (1,304),
-             1,037 records)                                  logged as a warning
-knowedit     ``knowedit/benchmark/ZsRE/ZsRE-test-all.json``  ``zjunlp/KnowEdit`` ``ZsRE``
-             (KnowEdit format, 1,304 records)
-knowedit_\   ``knowedit/benchmark/wiki_counterfact/``         ``zjunlp/KnowEdit``
-wiki_\       ``train_cf.json`` (1,428 records)                ``wiki_counterfact-train``
-counterfact
-knowedit_\   ``knowedit/benchmark/wiki_recent/``              ``zjunlp/KnowEdit``
-wiki_recent  ``recent_train.json`` (570 records)              ``wiki_recent-train``
-knowedit_\   ``knowedit/benchmark/WikiBio/``                  ``zjunlp/KnowEdit``
-wikibio      ``wikibio-test-all.json`` (306 records)          ``WikiBio-test``
-mquake       ``mquake/MQuAKE-hard.json`` (429 four-hop         none (GitHub only)
-             cases, 1,716 rewrites)
-============ =============================================== =================================
+=================================  ============================================  =============
+name                               file (under ``$LM_EDIT_DATA_DIR``)            Hub copy
+=================================  ============================================  =============
+demo                               ``lm_edit/data/demo_edits.jsonl`` (shipped,   none needed
+                                   52 records, our own JSONL schema)
+counterfact                        ``counterfact/counterfact-edit.json``         none (ROME's
+                                   (EasyEdit's evaluation split, 10,000)         release is
+                                                                                 ``azhx/
+                                                                                 counterfact``)
+zsre                               ``portability/zsre_mend_edit.json`` (MEND     none
+                                   format, one-hop portability, 1,037)
+knowedit                           ``knowedit/benchmark/ZsRE/ZsRE-test-all.json``  ``ZsRE``
+                                   (1,304)
+knowedit_wiki_counterfact          ``.../wiki_counterfact/test_cf.json``          ``wiki_
+                                   (KnowEdit's evaluation split)                 counterfact-
+                                                                                 test``
+knowedit_wiki_counterfact_train    ``.../wiki_counterfact/train_cf.json``         ``wiki_
+                                   (1,428)                                       counterfact-
+                                                                                 train``
+knowedit_wiki_recent               ``.../wiki_recent/recent_test.json``           ``wiki_recent-
+                                                                                 test``
+knowedit_wiki_recent_train         ``.../wiki_recent/recent_train.json`` (570)    ``wiki_recent-
+                                                                                 train``
+knowedit_wikibio                   ``.../WikiBio/wikibio-test-all.json`` (306)    ``WikiBio-
+                                                                                 test``
+knowedit_wikibio_train             ``.../WikiBio/wikibio-train-all.json`` (464)   ``WikiBio-
+                                                                                 train``
+mquake                             ``mquake/MQuAKE-hard.json`` (429 four-hop     none (GitHub
+                                   cases, 1,716 rewrites)                        only)
+=================================  ============================================  =============
 
 For ``zjunlp/KnowEdit`` the ``split`` argument names the benchmark file (see ``KNOWEDIT_FILES``;
 default ``ZsRE``). For other Hub ids it is the ``datasets`` split; local files take no split."""
@@ -71,19 +80,32 @@ BUILTIN_LOCAL = {
     "counterfact": "counterfact/counterfact-edit.json",
     "zsre": "portability/zsre_mend_edit.json",
     "knowedit": "knowedit/benchmark/ZsRE/ZsRE-test-all.json",
-    "knowedit_wiki_counterfact": "knowedit/benchmark/wiki_counterfact/train_cf.json",
-    "knowedit_wiki_recent": "knowedit/benchmark/wiki_recent/recent_train.json",
+    "knowedit_wiki_counterfact": "knowedit/benchmark/wiki_counterfact/test_cf.json",
+    "knowedit_wiki_counterfact_train": "knowedit/benchmark/wiki_counterfact/train_cf.json",
+    "knowedit_wiki_recent": "knowedit/benchmark/wiki_recent/recent_test.json",
+    "knowedit_wiki_recent_train": "knowedit/benchmark/wiki_recent/recent_train.json",
     "knowedit_wikibio": "knowedit/benchmark/WikiBio/wikibio-test-all.json",
+    "knowedit_wikibio_train": "knowedit/benchmark/WikiBio/wikibio-train-all.json",
     "mquake": "mquake/MQuAKE-hard.json",
 }
 
+# Hub copies of the very same files; a name whose file has no Hub copy (CounterFact's
+# EasyEdit split, MEND's ZsRE, MQuAKE) is never replaced by a different dataset.
 BUILTIN_HUB = {
-    "counterfact": ("azhx/counterfact", "train+test"),
-    "zsre": (KNOWEDIT_HUB_ID, "ZsRE"),
     "knowedit": (KNOWEDIT_HUB_ID, "ZsRE"),
-    "knowedit_wiki_counterfact": (KNOWEDIT_HUB_ID, "wiki_counterfact-train"),
-    "knowedit_wiki_recent": (KNOWEDIT_HUB_ID, "wiki_recent-train"),
+    "knowedit_wiki_counterfact": (KNOWEDIT_HUB_ID, "wiki_counterfact-test"),
+    "knowedit_wiki_counterfact_train": (KNOWEDIT_HUB_ID, "wiki_counterfact-train"),
+    "knowedit_wiki_recent": (KNOWEDIT_HUB_ID, "wiki_recent-test"),
+    "knowedit_wiki_recent_train": (KNOWEDIT_HUB_ID, "wiki_recent-train"),
     "knowedit_wikibio": (KNOWEDIT_HUB_ID, "WikiBio-test"),
+    "knowedit_wikibio_train": (KNOWEDIT_HUB_ID, "WikiBio-train"),
+}
+
+# What to pass instead when a name's own file is missing and only a different Hub dataset
+# exists.
+NEAREST_HUB = {
+    "counterfact": "azhx/counterfact (ROME's release, all 21,919 cases, ROME format)",
+    "zsre": "edit_data=knowedit (KnowEdit's ZsRE test set, 1,304 records)",
 }
 
 BUILTIN_NAMES = ("demo", *BUILTIN_LOCAL)
@@ -207,6 +229,18 @@ def read_hub(hub_id: str, split: str | None, label: str) -> tuple[list[tuple[str
     return [(f"{hub_id}[{part}]:record {i}", row) for i, row in enumerate(data.to_list())], stem
 
 
+def hub_revision(hub_id: str) -> str | None:
+    """The commit of ``hub_id`` that the Hub serves now (``None`` when it cannot be asked,
+    e.g. offline: the datasets cache then served the data)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(hub_id).sha
+    except Exception as exc:  # noqa: BLE001 - provenance is best effort, never fatal
+        logger.info("edit_data: could not read the revision of %s (%s)", hub_id, exc)
+        return None
+
+
 def _resolve_builtin(name: str) -> Path | HubSource:
     if name == "demo":
         return DEMO_PATH
@@ -216,21 +250,16 @@ def _resolve_builtin(name: str) -> Path | HubSource:
         if local.is_file():
             logger.info("edit_data=%s: using %s ($%s)", name, local, DATA_DIR_ENV)
             return local
-        logger.warning("edit_data=%s: %s does not exist; using the Hub copy", name, local)
+        if name in BUILTIN_HUB:
+            logger.warning("edit_data=%s: %s does not exist; using the Hub copy", name, local)
     if name not in BUILTIN_HUB:
+        nearest = NEAREST_HUB.get(name)
+        alternative = f" A different dataset on the Hub: {nearest}." if nearest else ""
         raise FileNotFoundError(
-            f"edit_data={name}: no Hub copy exists; set ${DATA_DIR_ENV} to a folder holding "
-            f"{BUILTIN_LOCAL[name]}, or pass the file's path (MQuAKE: princeton-nlp/MQuAKE's "
-            "datasets/ on GitHub)."
+            f"edit_data={name} is the file {BUILTIN_LOCAL[name]}, which has no Hub copy; set "
+            f"${DATA_DIR_ENV} to a folder holding it, or pass the file's path.{alternative}"
         )
     hub_id, split = BUILTIN_HUB[name]
-    if name == "zsre":
-        logger.warning(
-            "edit_data=zsre: no Hub copy of the MEND-format ZsRE exists; using KnowEdit's ZsRE "
-            "test set (%s, 1,304 records), not zsre_mend_edit.json (1,037). Set $%s to use it.",
-            hub_id,
-            DATA_DIR_ENV,
-        )
     return HubSource(hub_id, split)
 
 

@@ -20,7 +20,7 @@ from lm_eval.api.instance import Instance
 from lm_edit.data.requests import EditRequest
 from lm_edit.evaluation.answers import exact_match
 from lm_edit.evaluation.probes import NEW, TRUE, ProbeItem, case_probes
-from lm_edit.evaluation.teacher_forcing import forced_score, forced_steps
+from lm_edit.evaluation.teacher_forcing import forced_score, forced_steps, prefers
 
 GEN_KWARGS: dict[str, Any] = {"until": ["\n"], "max_gen_toks": 16, "do_sample": False}
 SCORED_KINDS = ("reliability", "generality")
@@ -47,7 +47,7 @@ def _forced(lm, items: list[ProbeItem]) -> list[dict[str, float]]:
         }
         out = {"tf": got[NEW].token_accuracy, "tf_em": got[NEW].exact}
         if TRUE in got:
-            out["prob"] = float(got[NEW].logprob > got[TRUE].logprob)
+            out["prob"] = prefers(got[NEW], got[TRUE])
         scores.append(out)
     return scores
 

@@ -3,7 +3,9 @@
 * ``_tf``: teacher-forced token accuracy (EasyEdit's ``rewrite_acc`` & co.): the share of
   answer tokens that are the model's argmax with the answer's earlier tokens fed in;
 * ``_tf_em``: teacher-forced exact match: every answer token is the argmax;
-* ``_prob``: probability comparison P(new) > P(true) (ROME/CounterFact ES, PS, NS);
+* ``_prob``: probability comparison P(new) > P(true) by mean per-token log-probability
+  (ROME/CounterFact ES, PS, NS, as ROME's evaluation compares mean NLLs); ``_prob_sum``:
+  the same by summed log-probability (the whole answer's probability);
 * ``_gen``: greedy generation, exact match after normalisation (the generation begins
   with the answer); ``_gen_contains``: the answer occurs in the generation;
 * locality ``_unedited``: agreement with the unedited model's own greedy answer;
@@ -17,14 +19,20 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from typing import Any
 
 from lm_edit.evaluation.answers import agrees, contains, exact_match
 from lm_edit.evaluation.docs import NO_PROBES
 from lm_edit.evaluation.probes import GOLD, NEW, TRUE, UNEDITED
-from lm_edit.evaluation.teacher_forcing import ForcedScore, Step, forced_score
+from lm_edit.evaluation.teacher_forcing import (
+    ForcedScore,
+    Step,
+    forced_score,
+    prefers,
+    prefers_in_sum,
+    probability_gap,
+)
 
 Result = tuple[float, bool]
 _SHORT = {"reliability": "es", "generality": "ps"}
@@ -56,7 +64,7 @@ def forced_metrics(doc: dict[str, Any], results: list[Result]) -> dict[str, floa
     if kind in ("reliability", "generality"):
         out = {f"{kind}_tf": got[NEW].token_accuracy, f"{kind}_tf_em": got[NEW].exact}
         if TRUE in got:
-            out[f"{kind}_prob"] = float(got[NEW].logprob > got[TRUE].logprob)
+            out[f"{kind}_prob"] = prefers(got[NEW], got[TRUE])
         names = {name: f"{kind}_{name}_individual" for name in ("tf", "tf_em", "prob")}
         return out | individual_metrics(doc, names)
     if kind == "locality":
@@ -76,8 +84,16 @@ def forced_metrics(doc: dict[str, Any], results: list[Result]) -> dict[str, floa
     return out
 
 
-def _gap(first: ForcedScore, second: ForcedScore) -> tuple[float, float]:
-    return float(first.logprob > second.logprob), math.exp(first.logprob) - math.exp(second.logprob)
+def _comparison(short: str, first: ForcedScore, second: ForcedScore) -> dict[str, Any]:
+    """ROME's items for one prompt: success (``es_prob``), magnitude (``em_prob``), the
+    summed-log-probability success (``es_prob_sum``) and the S item."""
+    success = prefers(first, second)
+    return {
+        f"{short}_prob": success,
+        f"{short[0]}m_prob": probability_gap(first, second),
+        f"{short}_prob_sum": prefers_in_sum(first, second),
+        "s_prob": (short, success),
+    }
 
 
 def counterfact_metrics(doc: dict[str, Any], results: list[Result]) -> dict[str, Any]:
@@ -93,12 +109,10 @@ def counterfact_metrics(doc: dict[str, Any], results: list[Result]) -> dict[str,
         if TRUE not in got:
             return out
         short = _SHORT[kind]
-        success, gap = _gap(got[NEW], got[TRUE])
-        out |= {f"{short}_prob": success, f"{short[0]}m_prob": gap, "s_prob": (short, success)}
+        out |= _comparison(short, got[NEW], got[TRUE])
         return out | individual_metrics(doc, {"prob": f"{short}_prob_individual"})
     if kind == "locality":
-        success, gap = _gap(got[GOLD], got[NEW])
-        out |= {"ns_prob": success, "nm_prob": gap, "s_prob": ("ns", success)}
+        out |= _comparison("ns", got[GOLD], got[NEW])
     return out
 
 

@@ -27,7 +27,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_edit.core.anatomy import split_anatomy_overrides
 from lm_edit.core.arguments import HF_LOADING_ARGUMENTS, EditArguments, build
 from lm_edit.core.record import EditRecord
-from lm_edit.data.loading import load_edit_requests, select_requests
+from lm_edit.data.loading import load_edit_data, select_requests
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors import hyperparameter_names
 from lm_edit.editors.config import as_dict
@@ -90,7 +90,10 @@ class EditedLM(HFLM):
         share_lm_eval_logging()
         edit_args, hyper, anatomy, hflm_args = split_model_args(kwargs)
         self.generation_batch_size = edit_args.generation_batch_size
-        self.planned_requests = self._select(edit_args)
+        edit_data = load_edit_data(edit_args.edit_data, split=edit_args.edit_split)
+        self.planned_requests = select_requests(
+            edit_data.requests, edit_args.n_edits_or_all, edit_args.edit_seed
+        )
         super().__init__(pretrained=resolve_pretrained(pretrained), **hflm_args)
         self.edit_stream = EditStream.create(
             self.model,
@@ -106,6 +109,7 @@ class EditedLM(HFLM):
             requests=[],
             editor=self.edit_stream.spec.name,
             edit_data=edit_args.edit_data,
+            data_source=edit_data.source,
             config={
                 **as_dict(self.edit_stream.spec.config),
                 **as_dict(edit_args),
@@ -170,11 +174,11 @@ class EditedLM(HFLM):
         if self.individual_scores:
             self.edit_session.individual.update(score_individual(self, batch))
 
-    @staticmethod
-    def _select(edit_args: EditArguments) -> list[EditRequest]:
-        """Load and choose the requests first, so bad edit arguments fail before loading."""
-        requests = load_edit_requests(edit_args.edit_data, split=edit_args.edit_split)
-        return select_requests(requests, edit_args.n_edits_or_all, edit_args.edit_seed)
+    def get_model_info(self) -> dict[str, Any]:
+        """HFLM's model info plus the edit session's provenance (editor, resolved
+        hyperparameters, the resolved edit data with its hash, the edited case ids), which
+        lm-eval writes into the results' ``config``."""
+        return {**super().get_model_info(), "edit_session": self.edit_session.manifest()}
 
     def greedy_locality_answers(self, requests: list[EditRequest]) -> dict[tuple[str, int], str]:
         """The current model's greedy continuation of every locality prompt, as long (in

@@ -30,6 +30,7 @@ class EditSession:
     requests: list[EditRequest]
     editor: str
     edit_data: str
+    data_source: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     unedited_answers: dict[tuple[str, int], str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -42,6 +43,7 @@ class EditSession:
         return {
             "editor": self.editor,
             "edit_data": self.edit_data,
+            "data_source": self.data_source,
             "config": self.config,
             "case_ids": [r.case_id for r in self.requests],
             "steps": self.records,

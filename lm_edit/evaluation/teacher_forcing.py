@@ -17,6 +17,7 @@ as they hold.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -31,12 +32,19 @@ class Step:
 
 @dataclass(frozen=True)
 class ForcedScore:
-    """An answer's teacher-forced result: log-probability, all-tokens-greedy flag and
-    token accuracy (the fraction of answer tokens that are the argmax)."""
+    """An answer's teacher-forced result: log-probability (summed over its tokens), its
+    token count, all-tokens-greedy flag and token accuracy (the fraction of answer tokens
+    that are the argmax)."""
 
     logprob: float
     exact: float
     token_accuracy: float
+    tokens: int = 1
+
+    @property
+    def mean_logprob(self) -> float:
+        """Log-probability per answer token: minus ROME's mean per-token NLL."""
+        return self.logprob / self.tokens
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -87,4 +95,23 @@ def forced_score(steps: list[Step], results: list[tuple[float, bool]]) -> Forced
         logprob=float(sum(ll for ll, _ in results)),
         exact=float(right == total),
         token_accuracy=right / total,
+        tokens=total,
     )
+
+
+def prefers(first: ForcedScore, second: ForcedScore) -> float:
+    """1.0 when ``first`` is the likelier answer by mean per-token log-probability (ROME's
+    comparison of mean NLLs, ``test_batch_prediction``), else 0.0."""
+    return float(first.mean_logprob > second.mean_logprob)
+
+
+def prefers_in_sum(first: ForcedScore, second: ForcedScore) -> float:
+    """1.0 when ``first`` has the larger summed log-probability (the whole answer's
+    probability; penalises longer answers), else 0.0."""
+    return float(first.logprob > second.logprob)
+
+
+def probability_gap(first: ForcedScore, second: ForcedScore) -> float:
+    """exp(mean log-probability) of ``first`` minus that of ``second``: ROME's magnitude
+    ``exp(-NLL_new) - exp(-NLL_true)`` with per-token mean NLLs."""
+    return math.exp(first.mean_logprob) - math.exp(second.mean_logprob)
