@@ -9,10 +9,11 @@ at the end all cases are scored.
         --batch-editors memit,emmet --batch 100 \\
         --stream-editors alphaedit,memit --stream 200 --stream-batch 20 --out results.jsonl
 
-Probabilities are sums of target-token log-probs with the target preceded by a space (the
-protocol of counterfact_edit's *_prob metrics): ES/PS count prompts where the new object
-beats the true one, NS neighbourhood prompts where the true object still wins; S is their
-harmonic mean. Target values are cached (``cache_values``), so editors that share a value
+Objects are compared by mean per-token log-probability with the target preceded by a
+space (ROME's evaluation and counterfact_edit's *_prob metrics): ES/PS count prompts where
+the new object beats the true one, NS neighbourhood prompts where the true object still
+wins; S is their harmonic mean. ES_sum/PS_sum/NS_sum/S_sum compare summed log-probabilities
+(the *_prob_sum metrics). Target values are cached (``cache_values``), so editors that share a value
 configuration compute v* once for the cases they edit on the same weights.
 """
 
@@ -34,44 +35,53 @@ from lm_edit.offline_model import converted_model_dir
 from lm_edit.stream import EditStream
 
 
-def log_prob(model, tokenizer, prompt: str, target: str) -> float:
-    """Sum of log-probs of `` target`` after ``prompt``."""
+def log_prob(model, tokenizer, prompt: str, target: str, per_token: bool = True) -> float:
+    """Log-prob of `` target`` after ``prompt``: per token (mean) or summed."""
     ids = tokenizer(prompt + " " + target)["input_ids"]
     start = len(tokenizer(prompt)["input_ids"])
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits.log_softmax(-1)
-    return sum(logits[0, i - 1, ids[i]].item() for i in range(start, len(ids)))
+    total = sum(logits[0, i - 1, ids[i]].item() for i in range(start, len(ids)))
+    return total / (len(ids) - start) if per_token else total
 
 
-def efficacy(model, tokenizer, requests: list[EditRequest]) -> float:
+def efficacy(model, tokenizer, requests: list[EditRequest], per_token: bool = True) -> float:
     """Share of edit prompts where the new object beats the true one."""
     wins = [
-        log_prob(model, tokenizer, r.prompt, r.target_new)
-        > log_prob(model, tokenizer, r.prompt, r.target_true)
+        log_prob(model, tokenizer, r.prompt, r.target_new, per_token)
+        > log_prob(model, tokenizer, r.prompt, r.target_true, per_token)
         for r in requests
     ]
     return round(sum(wins) / len(wins), 3)
 
 
-def scores(model, tokenizer, requests: list[EditRequest]) -> dict[str, float]:
-    """ES, PS, NS as probability comparisons, and S (their harmonic mean)."""
+def _comparisons(model, tokenizer, requests, per_token: bool) -> dict[str, float]:
     ps, ns = [], []
     for r in requests:
         ps += [
-            log_prob(model, tokenizer, q, r.target_new)
-            > log_prob(model, tokenizer, q, r.target_true)
+            log_prob(model, tokenizer, q, r.target_new, per_token)
+            > log_prob(model, tokenizer, q, r.target_true, per_token)
             for q in r.rephrases
         ]
         ns += [
-            log_prob(model, tokenizer, p.prompt, p.answer)
-            > log_prob(model, tokenizer, p.prompt, r.target_new)
+            log_prob(model, tokenizer, p.prompt, p.answer, per_token)
+            > log_prob(model, tokenizer, p.prompt, r.target_new, per_token)
             for p in r.locality
         ]
-    result = {"ES": efficacy(model, tokenizer, requests)}
+    result = {"ES": efficacy(model, tokenizer, requests, per_token)}
     result.update({k: round(sum(v) / len(v), 3) for k, v in (("PS", ps), ("NS", ns)) if v})
     parts = [result[k] for k in ("ES", "PS", "NS") if k in result]
     result["S"] = round(statistics.harmonic_mean(parts), 3) if all(parts) else 0.0
     return result
+
+
+def scores(model, tokenizer, requests: list[EditRequest]) -> dict[str, float]:
+    """ES, PS, NS and S by mean per-token log-probability, and the same by sums (_sum)."""
+    summed = _comparisons(model, tokenizer, requests, per_token=False)
+    return {
+        **_comparisons(model, tokenizer, requests, per_token=True),
+        **{f"{name}_sum": value for name, value in summed.items()},
+    }
 
 
 def run_batch(model, tokenizer, editor, requests, overrides) -> dict:

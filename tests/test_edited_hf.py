@@ -113,6 +113,7 @@ def test_individual_scores_equal_sequential_ones_when_nothing_changes(task_manag
     for name in ("reliability_gen", "generality_gen"):
         assert generated[f"{name}_individual,none"] == generated[f"{name},none"], name
     assert forced["locality_tf_unedited,none"] == 1.0
+    assert forced["locality_tf_same_argmax,none"] == 1.0
     assert generated["locality_gen_unedited,none"] == 1.0
 
 

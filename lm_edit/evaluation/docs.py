@@ -20,7 +20,14 @@ from typing import Any
 
 from lm_edit.data.loading import load_edit_requests, select_requests
 from lm_edit.data.requests import EditRequest
-from lm_edit.evaluation.probes import KINDS, UNEDITED, ProbeItem, case_probes, category_slug
+from lm_edit.evaluation.probes import (
+    ARGMAX,
+    KINDS,
+    UNEDITED,
+    ProbeItem,
+    case_probes,
+    category_slug,
+)
 from lm_edit.evaluation.session import EditSession, active_session
 from lm_edit.evaluation.teacher_forcing import forced_steps
 
@@ -220,6 +227,11 @@ def forced_doc(
             requests.append([step.context, step.continuation])
             step_slots.append(slot)
             step_tokens.append(step.tokens)
+    if item.kind == "locality" and session is not None:
+        for context, token in session.unedited_argmax.get((item.case_id, item.index), []):
+            requests.append([context, token])
+            step_slots.append(ARGMAX)
+            step_tokens.append(1)
     return {
         **_base_doc(view_name, item, session),
         "requests": requests,

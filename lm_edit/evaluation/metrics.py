@@ -9,6 +9,8 @@
 * ``_gen``: greedy generation, exact match after normalisation (the generation begins
   with the answer); ``_gen_contains``: the answer occurs in the generation;
 * locality ``_unedited``: agreement with the unedited model's own greedy answer;
+  ``locality_tf_same_argmax``: EasyEdit's locality, the share of gold-answer positions
+  (teacher-forced) where the argmax is the unedited model's;
   ``_gold``: accuracy against the dataset's answer;
 * ``_individual``: the same metric taken right after the case's own edit batch (the
   plain name is taken after the last edit: the sequential score).
@@ -24,7 +26,7 @@ from typing import Any
 
 from lm_edit.evaluation.answers import agrees, contains, exact_match
 from lm_edit.evaluation.docs import NO_PROBES
-from lm_edit.evaluation.probes import GOLD, NEW, TRUE, UNEDITED
+from lm_edit.evaluation.probes import ARGMAX, GOLD, NEW, TRUE, UNEDITED
 from lm_edit.evaluation.teacher_forcing import (
     ForcedScore,
     Step,
@@ -77,6 +79,8 @@ def forced_metrics(doc: dict[str, Any], results: list[Result]) -> dict[str, floa
             out["locality_tf_em_unedited"] = got[UNEDITED].exact
             if slug:
                 out[f"locality_{slug}_tf_unedited"] = got[UNEDITED].token_accuracy
+        if ARGMAX in got:
+            out["locality_tf_same_argmax"] = got[ARGMAX].token_accuracy
         return out
     out = {"portability_tf": got[GOLD].token_accuracy, "portability_tf_em": got[GOLD].exact}
     if slug:

@@ -31,6 +31,7 @@ from lm_edit.data.loading import load_edit_data, select_requests
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors import hyperparameter_names
 from lm_edit.editors.config import as_dict
+from lm_edit.evaluation.argmax_locality import unedited_argmax_steps
 from lm_edit.evaluation.individual import score_individual
 from lm_edit.evaluation.session import EditSession, open_session
 from lm_edit.offline_model import resolve_pretrained
@@ -116,6 +117,7 @@ class EditedLM(HFLM):
                 "family": self.edit_stream.spec.family,
             },
             unedited_answers=self.greedy_locality_answers(self.planned_requests),
+            unedited_argmax=unedited_argmax_steps(self, self.planned_requests),
             tokenizer=self.tokenizer,
             planned=self.planned_requests,
         )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from lm_edit.data.requests import EditRequest
 
 NEW, TRUE, GOLD, UNEDITED = "new", "true", "gold", "unedited"
+ARGMAX = "unedited_argmax"  # the unedited model's argmax along the forced gold answer
 KINDS = ("reliability", "generality", "locality", "portability")
 
 

@@ -19,7 +19,9 @@ class EditSession:
     """Edited cases (in edit order), the unedited model's locality answers, and provenance.
 
     ``unedited_answers`` maps ``(case_id, locality index)`` to the unedited model's greedy
-    continuation of that locality prompt. ``individual`` holds each case's scores taken
+    continuation of that locality prompt; ``unedited_argmax`` to its ``[context, argmax
+    token]`` pairs along the gold answer (:mod:`lm_edit.evaluation.argmax_locality`).
+    ``individual`` holds each case's scores taken
     right after its own edit batch (``case_id -> "kind/index" -> metric -> value``, see
     :mod:`lm_edit.evaluation.individual`); the tasks report them beside the scores after all edits.
     ``tokenizer`` is the edited model's (the teacher-forced tasks split answers with it).
@@ -33,6 +35,7 @@ class EditSession:
     data_source: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     unedited_answers: dict[tuple[str, int], str] = field(default_factory=dict)
+    unedited_argmax: dict[tuple[str, int], list[list[str]]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     individual: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     tokenizer: Any = None
