@@ -282,3 +282,27 @@ def test_gpt2_xl_family_wraps_the_mlp_input_as_easyedit_does(tiny_tokenizer):
     assert list(record.modules) == ["transformer.h.2.mlp.c_fc"]
     answer = int(_last_logits(model, tiny_tokenizer, REQUESTS[0].prompt).argmax())
     assert answer == _first_token(tiny_tokenizer, REQUESTS[0].target_new)
+
+
+def test_warm_values_start_at_the_modules_own_output(tiny_tokenizer):
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    before = _last_logits(model, tiny_tokenizer, REQUESTS[0].prompt)
+    stream = EditStream.create(
+        model, tiny_tokenizer, "grace", val_init="warm", n_iter=1, edit_lr=1e-9
+    )
+    stream.apply(REQUESTS[:1], progress=False)
+    assert len(_adaptor(model)) == 1
+    after = _last_logits(model, tiny_tokenizer, REQUESTS[0].prompt)
+    assert torch.allclose(after, before, atol=1e-4)
+
+
+def test_eps_and_layer_are_model_arguments():
+    from lm_edit.editors.codebook import GraceConfig
+    from lm_edit.editors.config import build_config
+    from lm_edit.evaluation.model import split_model_args
+
+    args = {"pretrained": "x", "editor": "grace", "eps": "3.0", "layer": "2"}
+    _, hyper, _, hflm = split_model_args(args)
+    assert hyper == {"eps": "3.0", "layer": "2"} and hflm == {"pretrained": "x"}
+    config = build_config(GraceConfig, hyper, "grace")
+    assert config.eps == 3.0 and config.layer == 2
