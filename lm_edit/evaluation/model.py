@@ -33,6 +33,7 @@ from lm_edit.editors import hyperparameter_names
 from lm_edit.editors.config import as_dict
 from lm_edit.evaluation.argmax_locality import unedited_argmax_steps
 from lm_edit.evaluation.individual import score_individual
+from lm_edit.evaluation.ranks import check_ranks_agree
 from lm_edit.evaluation.session import EditSession, open_session
 from lm_edit.offline_model import resolve_pretrained
 from lm_edit.stream import EditStream
@@ -163,6 +164,9 @@ class EditedLM(HFLM):
                 progress=progress,
                 after_batch=self._after_batch,
             )
+        self.edit_session.weights_digest = check_ranks_agree(
+            getattr(self, "accelerator", None), self.model
+        )
         open_session(self.edit_session)
         logger.info("Edit manifest: %s", json.dumps(self.edit_session.manifest(), default=str))
 
