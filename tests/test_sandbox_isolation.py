@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import tracemalloc
 from pathlib import Path
@@ -61,7 +62,9 @@ def no_escapees():
     assert not alive, f"processes started by the program survived it: {alive}"
 
 
-_NAME_SELF = f"import ctypes\nctypes.CDLL(None).prctl(15, {MARKER.encode()!r}, 0, 0, 0)\n"
+_NAME_SELF = textwrap.indent(
+    f"import ctypes\nctypes.CDLL(None).prctl(15, {MARKER.encode()!r}, 0, 0, 0)\n", " " * 8
+)  # PR_SET_NAME, at the indentation of a forked child's branch below
 
 SHELL = {
     "posix.system": "import posix\nassert posix.system({cmd!r}) == 0\n",
@@ -171,7 +174,7 @@ def test_fork_bomb_is_bounded(no_escapees):
     program = (
         "import posix, time\nforked = 0\nfor _ in range(300):\n"
         "    try:\n        pid = posix.fork()\n    except OSError:\n        break\n"
-        f"    if pid == 0:\n{_NAME_SELF.replace(chr(10), chr(10) + '        ').rstrip()}\n"
+        f"    if pid == 0:\n{_NAME_SELF}"
         "        time.sleep(20)\n        posix._exit(0)\n    forked += 1\n"
         "assert forked == 300, forked\n"
     )
@@ -198,11 +201,8 @@ def test_exponential_fork_bomb_ends_in_time(no_escapees):
 def test_no_process_survives_the_program(no_escapees):
     program = (
         "import posix, time\nif posix.fork() == 0:\n    posix.setsid()\n"
-        "    if posix.fork() == 0:\n"
-        f"{_NAME_SELF.replace(chr(10), chr(10) + '        ').rstrip()}\n".replace(
-            "import ctypes", "        import ctypes", 1
-        )
-        + "        time.sleep(30)\n    posix._exit(0)\ntime.sleep(0.5)\n"
+        f"    if posix.fork() == 0:\n{_NAME_SELF}"
+        "        time.sleep(30)\n    posix._exit(0)\ntime.sleep(0.5)\n"
     )
     run_program(program, timeout_s=10)
     if not _layers_present("pid_namespace"):
