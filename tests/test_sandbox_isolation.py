@@ -20,6 +20,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+
 from lm_edit.studies.capability.sandbox import isolation_report, run_program
 from lm_edit.studies.capability.sandbox import runner as sandbox_runner
 
