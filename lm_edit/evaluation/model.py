@@ -34,6 +34,7 @@ from lm_edit.editors.config import as_dict
 from lm_edit.evaluation.argmax_locality import unedited_argmax_steps
 from lm_edit.evaluation.individual import score_individual
 from lm_edit.evaluation.ranks import check_ranks_agree
+from lm_edit.evaluation.run_notes import notes
 from lm_edit.evaluation.session import EditSession, open_session
 from lm_edit.offline_model import resolve_pretrained
 from lm_edit.stream import EditStream
@@ -184,7 +185,11 @@ class EditedLM(HFLM):
         """HFLM's model info plus the edit session's provenance (editor, resolved
         hyperparameters, the resolved edit data with its hash, the edited case ids), which
         lm-eval writes into the results' ``config``."""
-        return {**super().get_model_info(), "edit_session": self.edit_session.manifest()}
+        return {
+            **super().get_model_info(),
+            "edit_session": self.edit_session.manifest(),
+            **notes(),
+        }
 
     def greedy_locality_answers(self, requests: list[EditRequest]) -> dict[tuple[str, int], str]:
         """The current model's greedy continuation of every locality prompt, as long (in

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lm_edit.evaluation.run_notes import note
 from lm_edit.studies.capability.sandbox import isolation_report, run_program
 
 FEWSHOT_TASK_IDS = (2, 3, 4)
@@ -40,5 +41,5 @@ def isolation() -> dict[str, object]:
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """pass@1 of the greedy completion (1.0 when every assert holds)."""
-    isolation_report()
+    note("code_sandbox", isolation())
     return {"pass_at_1": float(run_program(program(doc, results[0])).passed)}
