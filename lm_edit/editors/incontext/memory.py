@@ -4,11 +4,13 @@ For each request context the memory picks the most relevant edited fact, then th
 most relevant demonstrations of the *other* edited cases (retrieved with the fact and the
 context as query, as EasyEdit does), and returns::
 
-    <demonstrations, least relevant first>New Fact: <fact>\\nPrompt: <context>
+    <demonstrations, most relevant first>New Fact: <fact>\\nPrompt: <context>
 
 A case's own demonstrations are left out because they contain its rephrases and locality
 probes with their answers, which are what the editing tasks ask; IKE's demonstrations
-likewise come from facts other than the one being tested. Demonstrations that would
+likewise come from facts other than the one being tested. The order is EasyEdit's (most
+relevant first): on SmolLM2-135M it raised the new target's log-likelihood more than the
+reverse order did. Demonstrations that would
 push the prompt past the token budget the caller gives are skipped.
 """
 
@@ -102,7 +104,7 @@ class InContextMemory:
                     continue
                 room -= self.tokens(demo.text)
             chosen.append(demo)
-        return fact, chosen[::-1]
+        return fact, chosen
 
     def rewrite(self, context: str, budget: int | None) -> tuple[str, int]:
         """``context`` preceded by its demonstrations and new fact, and the tokens added."""
