@@ -226,6 +226,7 @@ def test_the_new_target_scores_higher_on_smollm2():
         n_edits=4,
         edit_data="demo",
         individual_scores=False,
+        k=0,  # the new-fact line alone: other cases' demonstrations confuse this small model
     )
     cases = lm.edit_session.requests
     new = [(c.prompt, " " + c.target_new) for c in cases]
@@ -237,4 +238,4 @@ def test_the_new_target_scores_higher_on_smollm2():
     assert sum(gain > 0 for gain in gains) >= 3, gains
     until = {"until": ["\n"], "max_gen_toks": 6, "do_sample": False}
     lm.generate_until([Instance("generate_until", {}, (cases[0].prompt, until), 0)])
-    assert lm.prompt_cost.requests == len(cases) + 1 and lm.prompt_cost.mean_added > 100
+    assert lm.prompt_cost.requests == len(cases) + 1 and lm.prompt_cost.mean_added > 10
