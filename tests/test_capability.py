@@ -232,6 +232,11 @@ def test_mbpp_pass_at_1_and_exemplars():
         "pass_at_1": 1.0
     }
     assert mbpp.process_results(MBPP_DOC, ["def add(a, b):\n    return 3\n"]) == {"pass_at_1": 0.0}
+    from lm_edit.evaluation.run_notes import notes
+
+    # the results' config (EditedLM.get_model_info) says which isolation layers were active
+    assert notes()["code_sandbox"] == mbpp.isolation()
+    assert notes()["code_sandbox"]["layers"]["network_namespace"] in (True, False)
     prompt_split = datasets.Dataset.from_list([{"task_id": t} for t in (1, 4, 3, 2, 5)])
     exemplars = mbpp.fewshot_docs(prompt_split)
     assert [(r["task_id"], r["is_fewshot"]) for r in exemplars] == [(t, True) for t in (2, 3, 4)]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lm_edit.core.arguments import RESERVED_NAMES, argument
+from lm_edit.core.prompts import prompt_hooks, rewrite_prompt
 from lm_edit.core.record import EditRecord, temporarily_unedited
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors import Editor, EditorConfig, known_editors, register_editor
@@ -32,11 +33,12 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 
 def _structure(model) -> list[tuple[str, str, int, int]]:
-    """Every module's path, type and hook counts: what an added module or hook changes."""
+    """Every module's path, type and hook counts, and the model's prompt hooks: what an
+    added module, forward hook or in-context edit changes."""
     return [
         (name, type(m).__name__, len(m._forward_hooks), len(m._forward_pre_hooks))
         for name, m in model.named_modules()
-    ]
+    ] + [("prompt hooks", "", len(prompt_hooks(model)), 0)]
 
 
 def _same_state(before: dict[str, torch.Tensor], model) -> bool:
@@ -78,6 +80,13 @@ def test_edit_takes_and_undo_is_exact(name, tiny_tokenizer, isolated_cache):
         for request in REQUESTS:
             answer = int(_logits(model, tiny_tokenizer, request.prompt).argmax())
             assert answer == _first_token(tiny_tokenizer, request.target_new), request.case_id
+    if stream.editor.changes_prompts:  # the edit is in the prompt the wrapper serves
+        for request in REQUESTS:
+            asked = rewrite_prompt(model, request.prompt)
+            assert asked.text.endswith(request.prompt) and asked.added_tokens > 0
+            assert request.target_new in asked.text, request.case_id
+    else:
+        assert not prompt_hooks(model)
     with temporarily_unedited(model, stream.records):
         assert _same_state(before, model) and _structure(model) == structure
     assert _same_state(edited, model)
@@ -86,6 +95,7 @@ def test_edit_takes_and_undo_is_exact(name, tiny_tokenizer, isolated_cache):
     assert _structure(model) == structure
     for request, expected in zip(REQUESTS, logits, strict=True):
         assert torch.equal(_logits(model, tiny_tokenizer, request.prompt), expected)
+        assert rewrite_prompt(model, request.prompt).text == request.prompt
 
 
 @pytest.mark.parametrize("name", EDITORS)

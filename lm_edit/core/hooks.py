@@ -80,6 +80,20 @@ def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -
         yield
 
 
+@contextmanager
+def replace_last_input(module: nn.Module, values: torch.Tensor) -> Iterator[None]:
+    """While open, the first input of ``module`` at the last position is ``values``
+    (``(batch, width)``, one row per batch row); gradients flow back into ``values``."""
+
+    def hook(mod: nn.Module, args: tuple) -> tuple:
+        patched = args[0].clone()
+        patched[:, -1, :] = values.to(patched.dtype)
+        return (patched, *args[1:])
+
+    with _registered([(module, "pre", hook)]):
+        yield
+
+
 def run_until_stop(forward: Callable[[], object]) -> None:
     """Call ``forward`` and swallow the :class:`StopForward` a capture hook may raise."""
     with suppress(StopForward):

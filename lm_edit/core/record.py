@@ -3,7 +3,9 @@
 An :class:`EditRecord` holds a list of undo actions, one per change, in the order the
 changes were made: a tensor overwritten in place (:class:`RestoreTensor`), a module
 replaced by a wrapper or an added one (:class:`RestoreModule`), a forward hook
-(:class:`RemoveHook`), or a change to the editor's own stream state (:class:`UndoState`).
+(:class:`RemoveHook`), a prompt hook (:class:`RemovePromptHook`, see
+:mod:`lm_edit.core.prompts`), or a change to the editor's own stream state
+(:class:`UndoState`).
 :meth:`EditRecord.undo` runs them in reverse order, so every paradigm (weights rewritten,
 modules added, the forward or the prompt wrapped) is undone by one call, bit for bit.
 
@@ -22,6 +24,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from lm_edit.core.prompts import PromptHook, register_prompt_hook, remove_prompt_hook
 
 
 class UndoAction(Protocol):
@@ -115,6 +119,19 @@ class RemoveHook:
 
 
 @dataclass
+class RemovePromptHook:
+    """A prompt hook registered on the model (an in-context edit)."""
+
+    hook: PromptHook = field(repr=False)
+
+    def undo(self, model: nn.Module) -> None:
+        remove_prompt_hook(model, self.hook)
+
+    def redo(self, model: nn.Module) -> None:
+        register_prompt_hook(model, self.hook)
+
+
+@dataclass
 class UndoState:
     """A change to the editor's stream state (AlphaEdit's preserved keys, a codebook): the
     model is untouched, so it is skipped while looking at the unedited model."""
@@ -179,6 +196,13 @@ class EditRecord:
         action.register(model)
         return action
 
+    def add_prompt_hook(self, model: nn.Module, hook: PromptHook) -> RemovePromptHook:
+        """Register ``hook`` to rewrite every request's context the model wrapper serves."""
+        action = RemovePromptHook(hook)
+        self.actions.append(action)
+        action.redo(model)
+        return action
+
     def on_undo(self, description: str, take_back: Callable[[], None]) -> None:
         """Record a change to the editor's stream state and the call that takes it back."""
         self.actions.append(UndoState(description, take_back))
@@ -201,10 +225,15 @@ class EditRecord:
         return [a.path for a in self.actions if isinstance(a, RemoveHook)]
 
     @property
+    def prompt_hooks(self) -> int:
+        """How many prompt hooks this step registered."""
+        return sum(isinstance(a, RemovePromptHook) for a in self.actions)
+
+    @property
     def weights_only(self) -> bool:
         """True when the step only overwrote existing tensors (the model stays a plain
         Hugging Face model that ``save_pretrained`` writes and ``--model hf`` reloads)."""
-        return not self.modules and not self.hooks
+        return not self.modules and not self.hooks and not self.prompt_hooks
 
     def added_parameters(self) -> int:
         """Parameters in the modules this step added (a wrapper's own, not the wrapped one's)."""
@@ -242,6 +271,8 @@ class EditRecord:
             out["added_parameters"] = self.added_parameters()
         if self.hooks:
             out["hooks"] = self.hooks
+        if self.prompt_hooks:
+            out["prompt_hooks"] = self.prompt_hooks
         return out
 
 

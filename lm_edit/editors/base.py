@@ -14,8 +14,9 @@ may carry bounds), implements :meth:`Editor.edit`, and registers itself with
 :func:`register_editor`; an editor YAML in ``editors/`` names it as ``implementation``.
 Every change :meth:`Editor.edit` makes goes through the :class:`EditRecord` it is handed
 (``record.snapshot`` before overwriting a tensor, ``record.set_module``,
-``record.add_hook``, ``record.on_undo`` for stream state), so :meth:`Editor.apply` can
-take back a batch that fails half-way and the stream can undo any paradigm.
+``record.add_hook``, ``record.add_prompt_hook``, ``record.on_undo`` for stream state),
+so :meth:`Editor.apply` can take back a batch that fails half-way and the stream can undo
+any paradigm.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ class Editor(ABC):
     can_batch: ClassVar[bool] = True
     """Whether one apply step may hold several requests."""
     changes_outputs: ClassVar[bool] = True
-    """Whether an applied edit changes the model's answers (False only for ``none``)."""
+    """Whether an applied edit changes the model's own forward pass (False for ``none``,
+    and for in-context editors, whose edit lives in the prompt)."""
+    changes_prompts: ClassVar[bool] = False
+    """Whether the edit takes through a prompt hook (:mod:`lm_edit.core.prompts`): the
+    requests ``edited-hf`` serves are rewritten, the weights stay as they are."""
     quick_settings: ClassVar[dict[str, Any]] = {}
     """Hyperparameters that make this editor fast on a tiny model (smoke tests, and the
     registry-wide lifecycle test that covers every registered editor)."""

@@ -33,6 +33,9 @@ from lm_edit.editors import hyperparameter_names
 from lm_edit.editors.config import as_dict
 from lm_edit.evaluation.argmax_locality import unedited_argmax_steps
 from lm_edit.evaluation.individual import score_individual
+from lm_edit.evaluation.prompting import PromptCost, rewrite_requests, warn_rolling
+from lm_edit.evaluation.ranks import check_ranks_agree
+from lm_edit.evaluation.run_notes import notes
 from lm_edit.evaluation.session import EditSession, open_session
 from lm_edit.offline_model import resolve_pretrained
 from lm_edit.stream import EditStream
@@ -91,6 +94,7 @@ class EditedLM(HFLM):
         share_lm_eval_logging()
         edit_args, hyper, anatomy, hflm_args = split_model_args(kwargs)
         self.generation_batch_size = edit_args.generation_batch_size
+        self.prompt_cost = PromptCost()
         edit_data = load_edit_data(edit_args.edit_data, split=edit_args.edit_split)
         self.planned_requests = select_requests(
             edit_data.requests, edit_args.n_edits_or_all, edit_args.edit_seed
@@ -126,13 +130,31 @@ class EditedLM(HFLM):
         if not defer_edits:
             self.edit_up_to(len(self.planned_requests))
 
+    def loglikelihood(
+        self, requests: list[Instance], disable_tqdm: bool = False
+    ) -> list[tuple[float, bool]]:
+        """HFLM's log-likelihood of each request, its context rewritten by the model's
+        prompt hooks (in-context edits) first."""
+        requests = rewrite_requests(self, requests, self.prompt_cost)
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    def loglikelihood_rolling(
+        self, requests: list[Instance], disable_tqdm: bool = False
+    ) -> list[float]:
+        """HFLM's rolling log-likelihood (served without in-context edits; a warning
+        says so when there are some)."""
+        warn_rolling(self)
+        return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """HFLM's generation, batched by ``generation_batch_size`` when it is set.
+        """HFLM's generation, batched by ``generation_batch_size`` when it is set, each
+        context rewritten by the model's prompt hooks (in-context edits) first.
 
         Log-likelihood memory grows with batch x length x vocabulary (HFLM keeps the
         log-softmax of every position), while greedy decoding on a CPU is cheaper per
         token in larger batches, so the two can use different batch sizes.
         """
+        requests = rewrite_requests(self, requests, self.prompt_cost)
         if self.generation_batch_size is None:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         loglikelihood_batch_size = self.batch_size_per_gpu
@@ -163,6 +185,9 @@ class EditedLM(HFLM):
                 progress=progress,
                 after_batch=self._after_batch,
             )
+        self.edit_session.weights_digest = check_ranks_agree(
+            getattr(self, "accelerator", None), self.model
+        )
         open_session(self.edit_session)
         logger.info("Edit manifest: %s", json.dumps(self.edit_session.manifest(), default=str))
 
@@ -180,7 +205,11 @@ class EditedLM(HFLM):
         """HFLM's model info plus the edit session's provenance (editor, resolved
         hyperparameters, the resolved edit data with its hash, the edited case ids), which
         lm-eval writes into the results' ``config``."""
-        return {**super().get_model_info(), "edit_session": self.edit_session.manifest()}
+        return {
+            **super().get_model_info(),
+            "edit_session": self.edit_session.manifest(),
+            **notes(),
+        }
 
     def greedy_locality_answers(self, requests: list[EditRequest]) -> dict[tuple[str, int], str]:
         """The current model's greedy continuation of every locality prompt, as long (in

@@ -40,6 +40,7 @@ class EditSession:
     individual: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     tokenizer: Any = None
     planned: list[EditRequest] = field(default_factory=list)
+    weights_digest: str | None = None  # data-parallel runs: the digest all ranks agreed on
 
     def manifest(self) -> dict[str, Any]:
         """JSON-friendly provenance: editor, config, case ids in order, per-step timings."""
@@ -50,6 +51,7 @@ class EditSession:
             "config": self.config,
             "case_ids": [r.case_id for r in self.requests],
             "steps": self.records,
+            "weights_digest": self.weights_digest,
         }
 
 

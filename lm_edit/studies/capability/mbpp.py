@@ -1,13 +1,15 @@
 """MBPP (Austin et al., 2021), 3-shot, with generated code run by
 :mod:`lm_edit.studies.capability.sandbox` instead of the Hub's ``code_eval`` metric
 (which lm-eval's stock ``mbpp`` loads at import, so that task cannot even be loaded
-offline)."""
+offline). The first scored problem logs, in one line, which isolation layers the sandbox
+has on this machine (:func:`isolation`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lm_edit.studies.capability.sandbox import run_program
+from lm_edit.evaluation.run_notes import note
+from lm_edit.studies.capability.sandbox import isolation_report, run_program
 
 FEWSHOT_TASK_IDS = (2, 3, 4)
 """The three prompt-split problems used as exemplars (as in lm-eval's ``mbpp``)."""
@@ -31,6 +33,13 @@ def program(doc: dict[str, Any], completion: str) -> str:
     return "\n".join(part for part in parts if part)
 
 
+def isolation() -> dict[str, object]:
+    """The sandbox's isolation layers on this machine and a one-line summary (probed and
+    logged once per process)."""
+    return isolation_report().as_dict()
+
+
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """pass@1 of the greedy completion (1.0 when every assert holds)."""
+    note("code_sandbox", isolation())
     return {"pass_at_1": float(run_program(program(doc, results[0])).passed)}
