@@ -1,0 +1,40 @@
+"""The terms of the v* optimisation and the template options, against the definitions of
+the reference implementations (ROME's compute_v, MEMIT's compute_ks)."""
+
+from __future__ import annotations
+
+import torch
+
+from lm_edit.core.anatomy import resolve_anatomy
+from lm_edit.data.requests import EditRequest
+from lm_edit.editors.locate.keys import keys_at_subject, request_keys
+from lm_edit.editors.registry import create_editor, resolve_editor
+from tests.conftest import make_tiny_model
+
+REQUEST = EditRequest("a", "The Eiffel Tower is located in", "The Eiffel Tower", "Rome")
+GROUPS = (("{}",), ("The city. {}", "Because it is. {}", "I think so. {}"))
+
+
+def _editor(model, tokenizer, **overrides):
+    spec = resolve_editor("memit", model, {"layers": [1], "context_templates": GROUPS, **overrides})
+    return create_editor(spec, resolve_anatomy(model), seed=0)
+
+
+def test_explicit_templates_are_used_verbatim(tiny_tokenizer, isolated_cache):
+    model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    editor = _editor(model, tiny_tokenizer, use_covariance=False, solver="equality")
+    editor.prepare(model, tiny_tokenizer)
+    assert editor.templates == [t for group in GROUPS for t in group]
+
+
+def test_per_group_key_average_is_the_mean_of_the_group_means(tiny_tokenizer):
+    model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    anatomy = resolve_anatomy(model)
+    flat = [t for group in GROUPS for t in group]
+    pairs = [(t.format(REQUEST.prompt), REQUEST.subject) for t in flat]
+    each = keys_at_subject(model, tiny_tokenizer, anatomy, 1, pairs)
+    expected = (each[:, 0] + each[:, 1:].mean(dim=1)) / 2
+    got = request_keys(model, tiny_tokenizer, anatomy, 1, [REQUEST], flat, [1, 3])
+    torch.testing.assert_close(got[:, 0], expected)
+    plain = request_keys(model, tiny_tokenizer, anatomy, 1, [REQUEST], flat)
+    torch.testing.assert_close(plain[:, 0], each.mean(dim=1))
