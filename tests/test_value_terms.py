@@ -4,15 +4,38 @@ the reference implementations (ROME's compute_v, MEMIT's compute_ks)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from lm_edit.core.anatomy import resolve_anatomy
+from lm_edit.core.tokens import subject_last_token
 from lm_edit.data.requests import EditRequest
+from lm_edit.editors.locate import values
 from lm_edit.editors.locate.keys import keys_at_subject, request_keys
+from lm_edit.editors.locate.values import ValueConfig, optimise_value
 from lm_edit.editors.registry import create_editor, resolve_editor
 from tests.conftest import make_tiny_model
 
 REQUEST = EditRequest("a", "The Eiffel Tower is located in", "The Eiffel Tower", "Rome")
 GROUPS = (("{}",), ("The city. {}", "Because it is. {}", "I think so. {}"))
+
+
+def test_kl_term_reads_the_essence_prompt_at_the_subjects_last_token(tiny_tokenizer, monkeypatch):
+    model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    seen: list[torch.Tensor] = []
+    kl_div = F.kl_div
+
+    def recording(reference, current, **kwargs):
+        seen.append(reference.detach().clone())
+        return kl_div(reference, current, **kwargs)
+
+    monkeypatch.setattr(values.F, "kl_div", recording)
+    config = ValueConfig(v_num_grad_steps=2)
+    optimise_value(model, tiny_tokenizer, resolve_anatomy(model), 1, REQUEST, ["{}"], config)
+    ids, index = subject_last_token(tiny_tokenizer, "The Eiffel Tower is a", "The Eiffel Tower")
+    assert index < len(ids) - 1  # the subject's last token is not the prompt's last
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits.log_softmax(-1)[0, index]
+    torch.testing.assert_close(seen[0], expected)
 
 
 def _editor(model, tokenizer, **overrides):

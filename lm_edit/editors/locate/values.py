@@ -10,7 +10,9 @@ with Adam to minimise
     NLL(target | prompt + δ)  +  kl_factor · KL(p_δ ‖ p₀) on the essence prompt
     +  v_weight_decay · ‖δ‖ / ‖v₀‖²
 
-(the terms of the reference implementations) with ``‖δ‖`` clamped to
+(the terms of the reference implementations; the KL term compares the next-token
+distributions at the subject's last token of the essence prompt, where ``δ`` is added)
+with ``‖δ‖`` clamped to
 ``clamp_norm_factor · ‖v₀‖`` after every step and an early stop once the NLL falls below
 ``early_stop_nll``. Then ``v* = v₀ + δ``.
 
@@ -122,7 +124,7 @@ def optimise_value(
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             log_probs = F.log_softmax(logits.float(), dim=-1)
             nll = target_nll(log_probs, rows.target_spans)
-            essence = log_probs[-1, batch.lengths[-1] - 1]
+            essence = log_probs[-1, rows.lookup[-1]]  # at the subject, as the references
             if reference is None:
                 reference = essence.detach().clone()
             kl = F.kl_div(reference, essence, log_target=True, reduction="sum")
