@@ -28,7 +28,7 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ CORPUS = [
 REFERENCE_PATCHES: list[tuple[str, str, str, int]] = [
     ("rome/compute_v.py", '"cuda"', "{device!r}", 4),
     ("memit/compute_z.py", '"cuda"', "{device!r}", 4),
-    ("memit/memit_main.py", '"cuda"', "{device!r}", 3),
+    ("memit/memit_main.py", '"cuda"', "{device!r}", 5),
     # current transformers: a GPT-2 block returns a tensor, no longer a tuple
     ("memit/compute_z.py", "cur_out[0][", "_first(cur_out)[", 2),
     ("memit/compute_z.py", "loss_layer)].output[0][", "loss_layer)].output)[", 1),
@@ -90,7 +90,8 @@ REFERENCE_PATCHES: list[tuple[str, str, str, int]] = [
     (
         "memit/compute_z.py",
         "def compute_z(",
-        "def _first(out):\n    return out[0] if isinstance(out, tuple) else out\n\n\ndef compute_z(",
+        "def _first(out):\n    return out[0] if isinstance(out, tuple) else out\n\n\n"
+        "def compute_z(",
         1,
     ),
 ]
@@ -286,7 +287,10 @@ SETTINGS_ROME: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # name: (shared v* settings, extra lm-edit overrides)
     "default (25 steps, lr 0.5, clamp 4)": (common_values(25, 0.5, 4.0, 0.5), {}),
     "default, kl_factor 0": (common_values(25, 0.5, 4.0, 0.5, kl=0.0), {}),
-    "fast (lr 2, clamp 20, early stop)": (common_values(25, 2.0, 20.0, 0.5), {}),
+    "converging (60 steps, lr 1, clamp 100, decay 1e-3)": (
+        common_values(60, 1.0, 100.0, 1e-3),
+        {},
+    ),
 }
 
 
@@ -315,7 +319,7 @@ def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) ->
             editor = lm_edit_editor(model, tokenizer, "rome", overrides)
             cov = editor.covariances[layer]
             inv = torch.linalg.inv(cov.double()).to(model.dtype)
-            compute_u_mod.get_inv_cov = lambda *a, **k: inv
+            compute_u_mod.get_inv_cov = lambda *a, inv=inv, **k: inv
             rome_main.get_context_templates = lambda *a, **k: flat
             hparams = hparams_cls(
                 layers=[layer],
@@ -420,7 +424,7 @@ def compare_memit(root: Path, model, tokenizer, stats_file: Path, device: str) -
                 f"transformer.h.{layer}.mlp.c_proj": cov.to(model.dtype)
                 for layer, cov in editor.covariances.items()
             }
-            memit_main.get_cov = lambda model_, tok_, name, *a, **k: covs[name]
+            memit_main.get_cov = lambda model_, tok_, name, *a, covs=covs, **k: covs[name]
             memit_main.get_context_templates = lambda *a, **k: TEMPLATES_MEMIT
             hparams = hparams_cls(
                 layers=LAYERS_MEMIT,
