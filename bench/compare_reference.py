@@ -43,8 +43,10 @@ REQUESTS = [
     {"case_id": "eiffel", "prompt": "{} is located in", "subject": "The Eiffel Tower"},
     {"case_id": "toyota", "prompt": "{} is a car company from", "subject": "Toyota"},
     {"case_id": "messi", "prompt": "{} plays the sport of", "subject": "Lionel Messi"},
+    # the subject ends the prompt: an edit reaches the early-stop threshold within steps
+    {"case_id": "darrieux", "prompt": "The native language of {}", "subject": "Danielle Darrieux"},
 ]
-TARGETS = {"eiffel": "Rome", "toyota": "Germany", "messi": "basketball"}
+TARGETS = {"eiffel": "Rome", "toyota": "Germany", "messi": "basketball", "darrieux": "French"}
 
 # Groups of fixed context templates: the bare prompt, then short and long prefixes
 # (the reference samples these from the model; here both sides get the same list).
@@ -191,7 +193,10 @@ def build_model(vocab_size: int, dtype: torch.dtype):
         bos_token_id=0,
         eos_token_id=0,
     )
-    return GPT2LMHeadModel(config).to(dtype).eval()
+    model = GPT2LMHeadModel(config).to(dtype).eval()
+    with torch.no_grad():  # sharper next-token distributions, so that NLLs near 0 are reachable
+        model.transformer.ln_f.weight.fill_(4.0)
+    return model
 
 
 def stats_text(path: Path, passages: int = 300) -> Path:
@@ -290,6 +295,11 @@ SETTINGS_ROME: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "converging (60 steps, lr 1, clamp 100, decay 1e-3)": (
         common_values(60, 1.0, 100.0, 1e-3),
         {},
+    ),
+    "default, early_stop_on=loss": (common_values(25, 0.5, 4.0, 0.5), {"early_stop_on": "loss"}),
+    "converging, early_stop_on=loss": (
+        common_values(60, 1.0, 100.0, 1e-3),
+        {"early_stop_on": "loss"},
     ),
 }
 
@@ -396,6 +406,10 @@ SETTINGS_MEMIT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"key_average": "flat"},
     ),
     "key_average=per_group": (common_values(25, 0.5, 4.0, 0.5), {"key_average": "per_group"}),
+    "key_average=per_group, early_stop_on=loss": (
+        common_values(25, 0.5, 4.0, 0.5),
+        {"key_average": "per_group", "early_stop_on": "loss"},
+    ),
 }
 MEMIT_LAMBDA = 50.0
 

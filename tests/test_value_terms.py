@@ -61,3 +61,25 @@ def test_per_group_key_average_is_the_mean_of_the_group_means(tiny_tokenizer):
     torch.testing.assert_close(got[:, 0], expected)
     plain = request_keys(model, tiny_tokenizer, anatomy, 1, [REQUEST], flat)
     torch.testing.assert_close(plain[:, 0], each.mean(dim=1))
+
+
+def test_early_stop_on_the_loss_keeps_going_while_the_other_terms_are_large(
+    tiny_tokenizer, monkeypatch
+):
+    model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    anatomy = resolve_anatomy(model)
+    target_nll = values.target_nll
+
+    def small_after_the_first_step(log_probs, spans):
+        small_after_the_first_step.calls += 1
+        nll = target_nll(log_probs, spans)
+        return nll if small_after_the_first_step.calls == 1 else nll * 1e-6
+
+    steps = {}
+    for watched in ("nll", "loss"):
+        small_after_the_first_step.calls = 0
+        monkeypatch.setattr(values, "target_nll", small_after_the_first_step)
+        config = ValueConfig(v_num_grad_steps=6, v_weight_decay=100.0, early_stop_on=watched)
+        result = optimise_value(model, tiny_tokenizer, anatomy, 1, REQUEST, ["{}"], config)
+        steps[watched] = result.steps
+    assert steps == {"nll": 2, "loss": 6}
