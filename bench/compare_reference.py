@@ -406,6 +406,10 @@ SETTINGS_MEMIT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"key_average": "flat"},
     ),
     "key_average=per_group": (common_values(25, 0.5, 4.0, 0.5), {"key_average": "per_group"}),
+    "key_average=flat, early_stop_on=loss": (
+        common_values(25, 0.5, 4.0, 0.5),
+        {"key_average": "flat", "early_stop_on": "loss"},
+    ),
     "key_average=per_group, early_stop_on=loss": (
         common_values(25, 0.5, 4.0, 0.5),
         {"key_average": "per_group", "early_stop_on": "loss"},
