@@ -74,9 +74,19 @@ class LocateConfig(LayerChoice, ValueConfig, EditorConfig):
     stats_max_length: int = argument(128, ge=2)
     stats_ridge: float = argument(1e-4, ge=0)
     template_spec: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
+    context_templates: tuple[tuple[str, ...], ...] = ()
+    key_average: Literal["flat", "per_group"] = "flat"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for group in self.context_templates:
+            bad = [t for t in group if t.count("{}") != 1]
+            if not group or bad:
+                raise ValueError(
+                    f"LocateConfig: context_templates={self.context_templates!r}: give "
+                    'non-empty groups of templates with one "{}" each, e.g. '
+                    '[["{}"], ["The news. {}", "I think. {}"]].'
+                )
         for pair in self.template_spec:
             if len(pair) != 2 or min(pair) < 1:
                 raise ValueError(
@@ -113,6 +123,7 @@ class LocateEditor(Editor):
     def __init__(self, config: LocateConfig, *, name: str, anatomy: ModelAnatomy, seed: int = 0):
         super().__init__(config, name=name, anatomy=anatomy, seed=seed)
         self._templates: list[str] | None = None
+        self._group_sizes: list[int] = []
         self._statistics: dict[int, KeyStatistics] | None = None
         self._covariances: dict[int, torch.Tensor] = {}
         self._projectors: dict[int, torch.Tensor] = {}
@@ -146,8 +157,7 @@ class LocateEditor(Editor):
         layers = resolve_layers(self.config, self.anatomy.num_layers(model))
         self._check_residual_writes(model, layers)
         if self._templates is None:
-            spec = [tuple(pair) for pair in self.config.template_spec]
-            self._templates = generate_context_templates(model, tokenizer, spec, self.seed)
+            self._templates, self._group_sizes = self._context_templates(model, tokenizer)
         if self._statistics is None and self._needs_statistics():
             spec = StatsSpec(
                 source=self.config.stats_source,
@@ -163,6 +173,21 @@ class LocateEditor(Editor):
                     self._projectors[layer] = self._projector(layer, stats)
                 elif self.config.solver == "equality" and self.config.use_covariance:
                     self._inverses[layer] = self._inverse(stats)
+
+    def _context_templates(self, model, tokenizer) -> tuple[list[str], list[int]]:
+        """The context templates (explicit or generated) and the size of each group: the
+        bare ``"{}"``, then one group per ``template_spec`` entry (or as given)."""
+        if self.config.context_templates:
+            groups = [list(group) for group in self.config.context_templates]
+            return [t for group in groups for t in group], [len(g) for g in groups]
+        spec = [tuple(pair) for pair in self.config.template_spec]
+        templates = generate_context_templates(model, tokenizer, spec, self.seed)
+        return templates, [1] + [count for _, count in spec]
+
+    def _keys(self, model, tokenizer, layer: int, requests: list[EditRequest]) -> torch.Tensor:
+        """Template-averaged keys of ``requests`` (flat or per group, ``key_average``)."""
+        groups = self._group_sizes if self.config.key_average == "per_group" else None
+        return request_keys(model, tokenizer, self.anatomy, layer, requests, self.templates, groups)
 
     def _check_residual_writes(self, model, layers: list[int]) -> None:
         """Refuse residual-stream targets on blocks that normalise the MLP's output: a
@@ -206,8 +231,12 @@ class LocateEditor(Editor):
     def tokens_needed(self, tokenizer, request: EditRequest) -> int:
         """The prompt and target behind the longest context template (a seed word, up to
         ``length`` sampled tokens and ". ")."""
+        base = super().tokens_needed(tokenizer, request)
+        if self.config.context_templates:
+            prefixes = [t.replace("{}", "") for g in self.config.context_templates for t in g]
+            return base + max(len(tokenizer(p)["input_ids"]) for p in prefixes)
         longest = max((length for length, _ in self.config.template_spec), default=0)
-        return super().tokens_needed(tokenizer, request) + (longest + 3 if longest else 0)
+        return base + (longest + 3 if longest else 0)
 
     def check_requests(self, model, tokenizer, requests: list[EditRequest]) -> None:
         """Also refuse two requests of one batch that give the same key different targets
@@ -290,7 +319,7 @@ class LocateEditor(Editor):
     ) -> None:
         """Solve for this layer's update that adds ``residual`` on the requests' keys."""
         name = self.anatomy.mlp_out_name(layer)
-        keys = request_keys(model, tokenizer, self.anatomy, layer, requests, self._templates)
+        keys = self._keys(model, tokenizer, layer, requests)
         update = self._solve(model, tokenizer, requests, layer, keys, residual)
         record.snapshot(model, f"{name}.weight")
         add_weight_delta(model.get_submodule(name), update, self.anatomy.transposed)
@@ -331,7 +360,7 @@ class LocateEditor(Editor):
         record's undo takes them out again."""
         grams = {}
         for layer in layers:
-            keys = request_keys(model, tokenizer, self.anatomy, layer, requests, self._templates)
+            keys = self._keys(model, tokenizer, layer, requests)
             grams[layer] = (keys.double() @ keys.double().T).cpu()
         before = {layer: self._past_gram.get(layer) for layer in layers}
 

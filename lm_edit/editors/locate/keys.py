@@ -48,15 +48,24 @@ def request_keys(
     layer: int,
     requests: list[EditRequest],
     templates: list[str],
+    group_sizes: list[int] | None = None,
 ) -> torch.Tensor:
-    """Key of each request averaged over the context templates (in x n)."""
+    """Key of each request averaged over the context templates (in x n): over all of them
+    alike, or, given ``group_sizes`` (consecutive groups of ``templates``), within each
+    group and then over the groups, as MEMIT's code does."""
     pairs = [
         (template.format(request.prompt), request.subject)
         for request in requests
         for template in templates
     ]
     keys = keys_at_subject(model, tokenizer, anatomy, layer, pairs)
-    return keys.reshape(keys.shape[0], len(requests), len(templates)).mean(dim=2)
+    keys = keys.reshape(keys.shape[0], len(requests), len(templates))
+    if not group_sizes:
+        return keys.mean(dim=2)
+    if sum(group_sizes) != len(templates):
+        raise ValueError(f"Template groups {group_sizes} do not add up to {len(templates)}.")
+    groups = torch.split(keys, list(group_sizes), dim=2)
+    return torch.stack([group.mean(dim=2) for group in groups]).mean(dim=0)
 
 
 def plain_keys(

@@ -22,6 +22,9 @@ from lm_edit.editors.locate.values import ValueConfig, ValueResult
 from lm_edit.paths import values_cache_dir
 
 FIELDS = {"target", "initial", "final_nll", "steps"}
+# Part of the key; raised whenever the v* objective changes, so that values cached under an
+# earlier definition are not reused (2: the KL term moved to the subject's last token).
+OBJECTIVE_VERSION = 2
 
 
 def value_path(
@@ -41,6 +44,7 @@ def value_path(
             "layer": layer,
             "templates": templates,
             "config": value_fields,
+            "objective": OBJECTIVE_VERSION,
         },
         sort_keys=True,
     )

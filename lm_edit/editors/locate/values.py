@@ -10,8 +10,11 @@ with Adam to minimise
     NLL(target | prompt + δ)  +  kl_factor · KL(p_δ ‖ p₀) on the essence prompt
     +  v_weight_decay · ‖δ‖ / ‖v₀‖²
 
-(the terms of the reference implementations) with ``‖δ‖`` clamped to
-``clamp_norm_factor · ‖v₀‖`` after every step and an early stop once the NLL falls below
+(the terms of the reference implementations; the KL term compares the next-token
+distributions at the subject's last token of the essence prompt, where ``δ`` is added)
+with ``‖δ‖`` clamped to
+``clamp_norm_factor · ‖v₀‖`` after every step and an early stop once the NLL (or, with
+``early_stop_on: loss``, the whole loss, as the reference code) falls below
 ``early_stop_nll``. Then ``v* = v₀ + δ``.
 
 ``joint_attention_value`` (PMET) optimises a second vector on the attention output of
@@ -46,6 +49,7 @@ class ValueConfig:
     clamp_norm_factor: float = argument(4.0, gt=0)
     kl_factor: float = argument(0.0625, ge=0)
     early_stop_nll: float = argument(0.05, ge=0)
+    early_stop_on: Literal["nll", "loss"] = "nll"
     value_site: Literal["mlp", "block"] = "mlp"
     joint_attention_value: bool = False
 
@@ -122,13 +126,14 @@ def optimise_value(
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             log_probs = F.log_softmax(logits.float(), dim=-1)
             nll = target_nll(log_probs, rows.target_spans)
-            essence = log_probs[-1, batch.lengths[-1] - 1]
+            essence = log_probs[-1, rows.lookup[-1]]  # at the subject, as the references
             if reference is None:
                 reference = essence.detach().clone()
             kl = F.kl_div(reference, essence, log_target=True, reduction="sum")
             decay = sum(d.norm() / initial[i].norm() ** 2 for i, d in enumerate(deltas))
             loss = nll + config.kl_factor * kl + config.v_weight_decay * decay
-            if nll.item() < config.early_stop_nll or step == config.v_num_grad_steps:
+            watched = nll if config.early_stop_on == "nll" else loss
+            if watched.item() < config.early_stop_nll or step == config.v_num_grad_steps:
                 break
             loss.backward()
             optimiser.step()

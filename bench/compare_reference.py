@@ -1,0 +1,572 @@
+"""Run lm-edit's ROME and MEMIT and the papers' reference code on the same inputs.
+
+The reference code is not part of lm-edit: extract kmeng01/rome and kmeng01/memit into a
+folder outside the repository (see docs/reference-comparison.md) and pass it with
+``--reference-dir`` (or ``LM_EDIT_REFERENCE_DIR``). The folder must contain ``rome/``
+and ``memit/``, each a checkout of the repository of that name.
+
+Both implementations get the same tiny random GPT-2, the same key statistics ``C``
+(collected once by lm-edit, handed to the reference by replacing its ``get_inv_cov`` /
+``get_cov``), the same fixed context templates (replacing the reference's sampled
+``get_context_templates``; lm-edit's ``context_templates`` option) and the same requests
+and hyperparameters. The reference is imported from a temporary copy with the textual
+adjustments listed in ``REFERENCE_PATCHES`` (device and current transformers), printed
+at start. For every edited weight the script prints ``‖ΔW_ref − ΔW_ours‖ / ‖ΔW_ref‖``
+and the same relative difference of the intermediate quantities (keys k, ROME's left
+vector u, the target values v*).
+
+    python bench/compare_reference.py --reference-dir /work/ref --dtype float64
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import random
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAYERS_ROME = [2]
+LAYERS_MEMIT = [1, 2, 3]
+N_LAYER = 5
+
+REQUESTS = [
+    {"case_id": "eiffel", "prompt": "{} is located in", "subject": "The Eiffel Tower"},
+    {"case_id": "toyota", "prompt": "{} is a car company from", "subject": "Toyota"},
+    {"case_id": "messi", "prompt": "{} plays the sport of", "subject": "Lionel Messi"},
+    # the subject ends the prompt: an edit reaches the early-stop threshold within steps
+    {"case_id": "darrieux", "prompt": "The native language of {}", "subject": "Danielle Darrieux"},
+]
+TARGETS = {"eiffel": "Rome", "toyota": "Germany", "messi": "basketball", "darrieux": "French"}
+
+# Groups of fixed context templates: the bare prompt, then short and long prefixes
+# (the reference samples these from the model; here both sides get the same list).
+TEMPLATES_ROME = [
+    ["{}"],
+    ["The city is. {}", "Therefore it was. {}", "Because the car. {}", "I think so. {}"],
+    [
+        "The Tower is located in the city of Paris. {}",
+        "You know the sport of football and basketball. {}",
+        "Because it is a native speaker of French. {}",
+    ],
+]
+TEMPLATES_MEMIT = [
+    ["{}"],
+    [
+        "The Tower is located in the city of Paris. {}",
+        "Therefore it is a car company from Japan. {}",
+        "Because it is a native speaker of French. {}",
+        "I think Michael Jordan plays the sport. {}",
+        "You know the city of Rome. {}",
+    ],
+]
+
+CORPUS = [
+    "The Eiffel Tower is located in the city of Paris.",
+    "The Colosseum is located in the city of Rome.",
+    "Danielle Darrieux is a native speaker of French.",
+    "Toyota is a car company from Japan. Volkswagen is a car company from Germany.",
+    "Michael Jordan plays the sport of basketball. Lionel Messi plays football.",
+    "Therefore, because I think you know, the news is a story.",
+]
+
+# (file, text, replacement, expected count): the only changes made to the copy of the
+# reference code, so that it runs on CPU with the installed transformers.
+REFERENCE_PATCHES: list[tuple[str, str, str, int]] = [
+    ("rome/compute_v.py", '"cuda"', "{device!r}", 4),
+    ("memit/compute_z.py", '"cuda"', "{device!r}", 4),
+    ("memit/memit_main.py", '"cuda"', "{device!r}", 5),
+    # current transformers: a GPT-2 block returns a tensor, no longer a tuple
+    ("memit/compute_z.py", "cur_out[0][", "_first(cur_out)[", 2),
+    ("memit/compute_z.py", "loss_layer)].output[0][", "loss_layer)].output)[", 1),
+    ("memit/compute_z.py", "full_repr = tr[", "full_repr = _first(tr[", 1),
+    (
+        "memit/compute_z.py",
+        "def compute_z(",
+        "def _first(out):\n    return out[0] if isinstance(out, tuple) else out\n\n\n"
+        "def compute_z(",
+        1,
+    ),
+]
+
+
+def reference_root() -> Path:
+    """The folder holding the reference checkouts, or exit with instructions."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference-dir", default=os.environ.get("LM_EDIT_REFERENCE_DIR"))
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--editors", default="rome,memit")
+    args = parser.parse_args()
+    root = Path(args.reference_dir) if args.reference_dir else None
+    missing = [n for n in ("rome", "memit") if root is None or not (root / n / n).is_dir()]
+    if missing:
+        sys.exit(
+            f"compare_reference: no reference code for {', '.join(missing)}. Extract "
+            "kmeng01/rome and kmeng01/memit into <dir>/rome and <dir>/memit (see "
+            "docs/reference-comparison.md) and pass --reference-dir <dir> or set "
+            "LM_EDIT_REFERENCE_DIR."
+        )
+    ARGS.update(vars(args))
+    return root
+
+
+ARGS: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def reference_code(checkout: Path, device: str) -> Iterator[Path]:
+    """Import path of a patched temporary copy of ``checkout`` (its ``rome``, ``memit``
+    and ``util`` packages and ``globals.yml``); the imported modules are forgotten after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp)
+        for name in ("rome", "memit", "util"):
+            if (checkout / name).is_dir():
+                shutil.copytree(checkout / name, copy / name)
+        shutil.copy(checkout / "globals.yml", copy / "globals.yml")
+        for file, old, new, count in REFERENCE_PATCHES:
+            path = copy / file
+            if not path.is_file():
+                continue
+            text = path.read_text()
+            found = text.count(old)
+            if found != count:
+                sys.exit(
+                    f"compare_reference: patch {old!r} expected {count}x in {file}, got {found}"
+                )
+            path.write_text(text.replace(old, new.format(device=device)))
+        cwd = Path.cwd()
+        os.chdir(copy)  # util/globals.py reads ./globals.yml at import
+        sys.path.insert(0, str(copy))
+        try:
+            yield copy
+        finally:
+            os.chdir(cwd)
+            sys.path.remove(str(copy))
+            for module in list(sys.modules):
+                if module.split(".")[0] in ("rome", "memit", "util"):
+                    del sys.modules[module]
+
+
+def train_tokenizer():
+    """A byte-level BPE tokenizer trained in memory (GPT-2's is not available offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=500,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    core.train_from_iterator(CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+    )
+
+
+def build_model(vocab_size: int, dtype: torch.dtype):
+    """A random GPT-2 with ``N_LAYER`` blocks (fixed seed, eval mode)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=N_LAYER,
+        n_embd=32,
+        n_head=2,
+        vocab_size=vocab_size,
+        n_positions=128,
+        initializer_range=0.2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = GPT2LMHeadModel(config).to(dtype).eval()
+    with torch.no_grad():  # sharper next-token distributions, so that NLLs near 0 are reachable
+        model.transformer.ln_f.weight.fill_(4.0)
+    return model
+
+
+def stats_text(path: Path, passages: int = 300) -> Path:
+    """A file of random word sequences (one passage per paragraph) for the key statistics."""
+    words = " ".join(CORPUS).replace(".", "").split()
+    rng = random.Random(0)
+    text = "\n\n".join(" ".join(rng.choices(words, k=rng.randint(8, 24))) for _ in range(passages))
+    path.write_text(text)
+    return path
+
+
+def rel(ref: torch.Tensor, ours: torch.Tensor) -> float:
+    """``‖ref − ours‖ / ‖ref‖`` in float64."""
+    ref, ours = ref.detach().double().cpu(), ours.detach().double().cpu()
+    return float((ref - ours).norm() / ref.norm().clamp_min(1e-300))
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    editor: str
+    setting: str
+    dw: list[float]
+    v: float
+    k: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def lm_edit_editor(model, tokenizer, name: str, overrides: dict[str, Any]):
+    """A prepared lm-edit editor ``name`` with ``overrides``."""
+    from lm_edit.core.anatomy import resolve_anatomy
+    from lm_edit.editors.registry import create_editor, resolve_editor
+
+    spec = resolve_editor(name, model, overrides)
+    editor = create_editor(spec, resolve_anatomy(model), seed=0)
+    editor.prepare(model, tokenizer)
+    return editor
+
+
+def edit_requests(requests: list[dict]):
+    """lm-edit's requests for the reference's dicts."""
+    from lm_edit.data.requests import EditRequest
+
+    return [
+        EditRequest(
+            r["case_id"], r["prompt"].format(r["subject"]), r["subject"], r["target_new"]["str"]
+        )
+        for r in requests
+    ]
+
+
+def weight_delta(model, tokenizer, editor, requests, names: list[str]) -> dict[str, torch.Tensor]:
+    """Apply ``requests`` with ``editor``, return each weight's change, undo the edit."""
+    before = {n: model.get_parameter(n).detach().clone() for n in names}
+    record = editor.apply(model, tokenizer, edit_requests(requests))
+    after = {n: model.get_parameter(n).detach().clone() for n in names}
+    record.undo(model)
+    return {n: after[n] - before[n] for n in names}
+
+
+@contextlib.contextmanager
+def recording(module: Any, name: str, store: list) -> Iterator[None]:
+    """Replace ``module.name`` by a wrapper appending (args, kwargs, result) to ``store``."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        store.append((args, kwargs, result))
+        return result
+
+    setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def common_values(
+    steps: int, lr: float, clamp: float, decay: float, kl: float = 0.0625
+) -> dict[str, Any]:
+    """v* settings shared by lm-edit and the reference."""
+    return {
+        "v_num_grad_steps": steps,
+        "v_lr": lr,
+        "clamp_norm_factor": clamp,
+        "v_weight_decay": decay,
+        "kl_factor": kl,
+    }
+
+
+SETTINGS_ROME: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # name: (shared v* settings, extra lm-edit overrides)
+    "default (25 steps, lr 0.5, clamp 4)": (common_values(25, 0.5, 4.0, 0.5), {}),
+    "default, kl_factor 0": (common_values(25, 0.5, 4.0, 0.5, kl=0.0), {}),
+    "converging (60 steps, lr 1, clamp 100, decay 1e-3)": (
+        common_values(60, 1.0, 100.0, 1e-3),
+        {},
+    ),
+    "default, early_stop_on=loss": (common_values(25, 0.5, 4.0, 0.5), {"early_stop_on": "loss"}),
+    "converging, early_stop_on=loss": (
+        common_values(60, 1.0, 100.0, 1e-3),
+        {"early_stop_on": "loss"},
+    ),
+}
+
+
+def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) -> list[Row]:
+    """ROME per request on the unedited model: reference execute_rome vs editor=rome."""
+    rows = []
+    layer = LAYERS_ROME[0]
+    weight = f"transformer.h.{layer}.mlp.c_proj.weight"
+    flat = [t for group in TEMPLATES_ROME for t in group]
+    with reference_code(root / "rome", device):
+        rome_main = importlib.import_module("rome.rome_main")
+        compute_u_mod = importlib.import_module("rome.compute_u")
+        compute_v_mod = importlib.import_module("rome.compute_v")
+        repr_tools = importlib.import_module("rome.repr_tools")
+        hparams_cls = importlib.import_module("rome.rome_hparams").ROMEHyperParams
+        for setting, (values, extra) in SETTINGS_ROME.items():
+            overrides = {
+                **values,
+                "layers": [layer],
+                "early_stop_nll": 0.05,
+                "context_templates": TEMPLATES_ROME,
+                "stats_source": str(stats_file),
+                "stats_ridge": 0.0,
+                **extra,
+            }
+            editor = lm_edit_editor(model, tokenizer, "rome", overrides)
+            cov = editor.covariances[layer]
+            inv = torch.linalg.inv(cov.double()).to(model.dtype)
+            compute_u_mod.get_inv_cov = lambda *a, inv=inv, **k: inv
+            rome_main.get_context_templates = lambda *a, **k: flat
+            hparams = hparams_cls(
+                layers=[layer],
+                fact_token="subject_last",
+                v_loss_layer=N_LAYER - 1,
+                mom2_adjustment=True,
+                context_template_length_params=[],
+                rewrite_module_tmp="transformer.h.{}.mlp.c_proj",
+                layer_module_tmp="transformer.h.{}",
+                mlp_module_tmp="transformer.h.{}.mlp",
+                attn_module_tmp="transformer.h.{}.attn",
+                ln_f_module="transformer.ln_f",
+                lm_head_module="transformer.wte",
+                mom2_dataset="-",
+                mom2_n_samples=0,
+                mom2_dtype="float32",
+                **values,
+            )
+            for request in REQUESTS:
+                req = {**request, "target_new": {"str": TARGETS[request["case_id"]]}}
+                us, vs = [], []
+                with (
+                    quiet(),
+                    recording(rome_main, "compute_u", us),
+                    recording(rome_main, "compute_v", vs),
+                ):
+                    deltas = rome_main.execute_rome(model, tokenizer, req, hparams)
+                u_ref, v_right = deltas[weight]
+                dw_ref = rome_main.upd_matrix_match_shape(
+                    u_ref.unsqueeze(1) @ v_right.unsqueeze(0), model.get_parameter(weight).shape
+                )
+                k_in, k_out = compute_v_mod.get_module_input_output_at_word(
+                    model,
+                    tokenizer,
+                    layer,
+                    req["prompt"],
+                    req["subject"],
+                    hparams.rewrite_module_tmp,
+                    hparams.fact_token,
+                )
+                v_ref = k_out + v_right * torch.dot(k_in, u_ref)
+                k_ref = repr_tools.get_reprs_at_word_tokens(
+                    model,
+                    tokenizer,
+                    [t.format(req["prompt"]) for t in flat],
+                    [req["subject"]] * len(flat),
+                    layer,
+                    hparams.rewrite_module_tmp,
+                    "last",
+                    track="in",
+                ).mean(0)
+                ours = weight_delta(model, tokenizer, editor, [req], [weight])[weight]
+                (value,) = editor.target_values(model, tokenizer, layer, edit_requests([req]))
+                k_ours = editor._keys(model, tokenizer, layer, edit_requests([req]))[:, 0]
+                # u of our update: the direction of its rank-one row space (in-dim side)
+                u_ours = torch.linalg.svd(ours.double())[0][:, 0]
+                u_ours = u_ours * torch.sign(torch.dot(u_ours, u_ref.double()))
+                rows.append(
+                    Row(
+                        "rome",
+                        f"{setting} [{request['case_id']}, steps {value.steps}]",
+                        [rel(dw_ref, ours)],
+                        rel(v_ref, value.target),
+                        rel(k_ref, k_ours),
+                        {"u": rel(u_ref, u_ours)},
+                    )
+                )
+    return rows
+
+
+SETTINGS_MEMIT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "key_average=flat (lm-edit default)": (
+        common_values(25, 0.5, 4.0, 0.5),
+        {"key_average": "flat"},
+    ),
+    "key_average=per_group": (common_values(25, 0.5, 4.0, 0.5), {"key_average": "per_group"}),
+    "key_average=flat, early_stop_on=loss": (
+        common_values(25, 0.5, 4.0, 0.5),
+        {"key_average": "flat", "early_stop_on": "loss"},
+    ),
+    "key_average=per_group, early_stop_on=loss": (
+        common_values(25, 0.5, 4.0, 0.5),
+        {"key_average": "per_group", "early_stop_on": "loss"},
+    ),
+}
+MEMIT_LAMBDA = 50.0
+
+
+def compare_memit(root: Path, model, tokenizer, stats_file: Path, device: str) -> list[Row]:
+    """MEMIT on a batch of all requests: reference execute_memit vs editor=memit."""
+    rows = []
+    names = [f"transformer.h.{layer}.mlp.c_proj.weight" for layer in LAYERS_MEMIT]
+    requests = [{**r, "target_new": {"str": TARGETS[r["case_id"]]}} for r in REQUESTS]
+    with reference_code(root / "memit", device):
+        memit_main = importlib.import_module("memit.memit_main")
+        hparams_cls = importlib.import_module("memit.memit_hparams").MEMITHyperParams
+        for setting, (values, extra) in SETTINGS_MEMIT.items():
+            overrides = {
+                **values,
+                "layers": LAYERS_MEMIT,
+                "early_stop_nll": 0.05,
+                "mom2_update_weight": MEMIT_LAMBDA,
+                "context_templates": TEMPLATES_MEMIT,
+                "stats_source": str(stats_file),
+                "stats_ridge": 0.0,
+                **extra,
+            }
+            editor = lm_edit_editor(model, tokenizer, "memit", overrides)
+            covs = {
+                f"transformer.h.{layer}.mlp.c_proj": cov.to(model.dtype)
+                for layer, cov in editor.covariances.items()
+            }
+            memit_main.get_cov = lambda model_, tok_, name, *a, covs=covs, **k: covs[name]
+            memit_main.get_context_templates = lambda *a, **k: TEMPLATES_MEMIT
+            hparams = hparams_cls(
+                layers=LAYERS_MEMIT,
+                layer_selection="all",
+                fact_token="subject_last",
+                v_loss_layer=N_LAYER - 1,
+                mom2_adjustment=True,
+                mom2_update_weight=MEMIT_LAMBDA,
+                rewrite_module_tmp="transformer.h.{}.mlp.c_proj",
+                layer_module_tmp="transformer.h.{}",
+                mlp_module_tmp="transformer.h.{}.mlp",
+                attn_module_tmp="transformer.h.{}.attn",
+                ln_f_module="transformer.ln_f",
+                lm_head_module="transformer.wte",
+                mom2_dataset="-",
+                mom2_n_samples=0,
+                mom2_dtype="float32",
+                **values,
+            )
+            zs, ks = [], []
+            with (
+                quiet(),
+                recording(memit_main, "compute_z", zs),
+                recording(memit_main, "compute_ks", ks),
+            ):
+                deltas = memit_main.execute_memit(model, tokenizer, requests, hparams)
+            dw_ref = {}
+            for name, (adj_k, resid) in deltas.items():
+                shape = model.get_parameter(name).shape
+                dw_ref[name] = memit_main.upd_matrix_match_shape(adj_k @ resid.T, shape)
+            our_values, our_keys = [], []
+            with (
+                recording(editor, "target_values", our_values),
+                recording(editor, "_keys", our_keys),
+            ):
+                ours = weight_delta(model, tokenizer, editor, requests, names)
+            v_ours = torch.stack([v.target for v in our_values[0][2]], dim=1)
+            v_ref = torch.stack([z for _, _, z in zs], dim=1)
+            k_diffs = [rel(ref[2], mine[2].T) for ref, mine in zip(ks, our_keys, strict=True)]
+            steps = sorted({v.steps for v in our_values[0][2]})
+            rows.append(
+                Row(
+                    "memit",
+                    f"{setting} [steps {steps}]",
+                    [rel(dw_ref[n], ours[n]) for n in names],
+                    rel(v_ref, v_ours),
+                    max(k_diffs),
+                )
+            )
+    return rows
+
+
+def check_rome_batch(model, tokenizer, stats_file: Path) -> list[Row]:
+    """lm-edit's ROME on all requests in one batch (the reference edits one at a time, so
+    there is nothing to compare with): the batched equality solve must write every
+    request's residual on its bare-prompt key exactly, ``ΔWᵀ k_i = v*_i − v_i``."""
+    from lm_edit.editors.locate.keys import plain_keys
+
+    layer = LAYERS_ROME[0]
+    weight = f"transformer.h.{layer}.mlp.c_proj.weight"
+    overrides = {
+        **common_values(25, 0.5, 4.0, 0.5),
+        "layers": [layer],
+        "early_stop_on": "loss",
+        "context_templates": TEMPLATES_ROME,
+        "stats_source": str(stats_file),
+        "stats_ridge": 0.0,
+    }
+    editor = lm_edit_editor(model, tokenizer, "rome", overrides)
+    requests = [{**r, "target_new": {"str": TARGETS[r["case_id"]]}} for r in REQUESTS]
+    ours = weight_delta(model, tokenizer, editor, requests, [weight])[weight]
+    found = editor.target_values(model, tokenizer, layer, edit_requests(requests))
+    residual = torch.stack([v.target - v.initial for v in found], dim=1)
+    keys = plain_keys(model, tokenizer, editor.anatomy, layer, edit_requests(requests))
+    written = ours.double().T @ keys.double()
+    return [
+        Row(
+            "rome",
+            f"batch of {len(requests)} (lm-edit only): ‖ΔWᵀK − R‖/‖R‖",
+            [rel(residual, written)],
+            float("nan"),
+            float("nan"),
+        )
+    ]
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the reference's progress prints."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+def main() -> None:
+    """Build the shared inputs, run the comparisons, print the table."""
+    root = reference_root()
+    dtype = getattr(torch, ARGS["dtype"])
+    device = "cpu"
+    os.environ.setdefault("LM_EDIT_CACHE", tempfile.mkdtemp(prefix="lm-edit-refcmp-"))
+    tokenizer = train_tokenizer()
+    model = build_model(len(tokenizer), dtype)
+    stats_file = stats_text(Path(os.environ["LM_EDIT_CACHE"]) / "stats.txt")
+    print("Reference patches:")
+    for file, old, new, _ in REFERENCE_PATCHES:
+        print(f"  {file}: {old!r} -> {new.format(device=device)!r}")
+    rows: list[Row] = []
+    editors = ARGS["editors"].split(",")
+    if "rome" in editors:
+        rows += compare_rome(root, model, tokenizer, stats_file, device)
+        rows += check_rome_batch(model, tokenizer, stats_file)
+    if "memit" in editors:
+        rows += compare_memit(root, model, tokenizer, stats_file, device)
+    print_table(rows, ARGS["dtype"])
+
+
+def print_table(rows: list[Row], dtype: str) -> None:
+    """The summary as a Markdown table."""
+    print(f"\n| editor | setting ({dtype}) | rel. diff ΔW per layer | v* | k | other |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        dws = ", ".join(f"{d:.1e}" for d in row.dw)
+        other = ", ".join(f"{k} {v:.1e}" for k, v in row.extra.items())
+        print(f"| {row.editor} | {row.setting} | {dws} | {row.v:.1e} | {row.k:.1e} | {other} |")
+
+
+if __name__ == "__main__":
+    main()
