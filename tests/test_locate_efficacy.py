@@ -19,13 +19,8 @@ from tests.test_editor_lifecycle import REQUESTS, _first_token, _logits
 LOCATE_EDITORS = ["rome", "r-rome", "memit", "emmet", "alphaedit", "pmet"]
 
 
-# PMET's paper weighs the KL term 1.0 (16x MEMIT's); read at the subject's last token, as
-# the reference code does, it holds a tiny random model too tightly for 40 v* steps.
-EXTRA = {"pmet": {"kl_factor": 0.0625}}
-
-
 def _edit_in_one_batch(name: str, model, tokenizer) -> EditStream:
-    settings = implementation_of(name).quick_settings | EXTRA.get(name, {})
+    settings = implementation_of(name).quick_settings
     stream = EditStream.create(model, tokenizer, name, seed=0, **settings)
     stream.apply(REQUESTS, batch_size=len(REQUESTS), progress=False)
     return stream

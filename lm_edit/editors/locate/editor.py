@@ -112,6 +112,9 @@ class LocateEditor(Editor):
     quick_settings = {
         "v_num_grad_steps": 40,
         "v_lr": 1.0,
+        # PMET's paper weight (1.0), read at the subject's last token as the reference
+        # does, holds a tiny random model too tightly for 40 steps
+        "kl_factor": 0.0625,
         "clamp_norm_factor": 100.0,
         "nullspace_threshold": 0.5,  # AlphaEdit: few statistics leave few small eigenvalues
         "nullspace_relative": True,
