@@ -99,6 +99,24 @@ REFERENCE_PATCHES: list[tuple[str, str, str, int]] = [
 ]
 
 
+# The reference hyperparameters that name GPT-2's modules and switch off their own
+# statistics collection (both sides get lm-edit's C), shared by ROME and MEMIT.
+GPT2_HPARAMS = dict(
+    fact_token="subject_last",
+    v_loss_layer=N_LAYER - 1,
+    mom2_adjustment=True,
+    rewrite_module_tmp="transformer.h.{}.mlp.c_proj",
+    layer_module_tmp="transformer.h.{}",
+    mlp_module_tmp="transformer.h.{}.mlp",
+    attn_module_tmp="transformer.h.{}.attn",
+    ln_f_module="transformer.ln_f",
+    lm_head_module="transformer.wte",
+    mom2_dataset="-",
+    mom2_n_samples=0,
+    mom2_dtype="float32",
+)
+
+
 def reference_root() -> Path:
     """The folder holding the reference checkouts, or exit with instructions."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -333,19 +351,8 @@ def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) ->
             rome_main.get_context_templates = lambda *a, **k: flat
             hparams = hparams_cls(
                 layers=[layer],
-                fact_token="subject_last",
-                v_loss_layer=N_LAYER - 1,
-                mom2_adjustment=True,
                 context_template_length_params=[],
-                rewrite_module_tmp="transformer.h.{}.mlp.c_proj",
-                layer_module_tmp="transformer.h.{}",
-                mlp_module_tmp="transformer.h.{}.mlp",
-                attn_module_tmp="transformer.h.{}.attn",
-                ln_f_module="transformer.ln_f",
-                lm_head_module="transformer.wte",
-                mom2_dataset="-",
-                mom2_n_samples=0,
-                mom2_dtype="float32",
+                **GPT2_HPARAMS,
                 **values,
             )
             for request in REQUESTS:
@@ -447,19 +454,8 @@ def compare_memit(root: Path, model, tokenizer, stats_file: Path, device: str) -
             hparams = hparams_cls(
                 layers=LAYERS_MEMIT,
                 layer_selection="all",
-                fact_token="subject_last",
-                v_loss_layer=N_LAYER - 1,
-                mom2_adjustment=True,
                 mom2_update_weight=MEMIT_LAMBDA,
-                rewrite_module_tmp="transformer.h.{}.mlp.c_proj",
-                layer_module_tmp="transformer.h.{}",
-                mlp_module_tmp="transformer.h.{}.mlp",
-                attn_module_tmp="transformer.h.{}.attn",
-                ln_f_module="transformer.ln_f",
-                lm_head_module="transformer.wte",
-                mom2_dataset="-",
-                mom2_n_samples=0,
-                mom2_dtype="float32",
+                **GPT2_HPARAMS,
                 **values,
             )
             zs, ks = [], []
