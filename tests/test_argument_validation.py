@@ -133,3 +133,10 @@ def test_an_edit_interrupted_between_two_layers_leaves_nothing_behind(
     assert _unchanged(after_first, model) and len(stream.records) == 1
     stream.undo()
     assert _unchanged(original, model)
+
+
+def test_another_editors_hyperparameter_is_refused_by_name():
+    """``cache_values`` belongs to the locate family: FT-L names it instead of handing it
+    to ``from_pretrained``."""
+    with pytest.raises(ValueError, match=r"'ft-l' does not take cache_values"):
+        split_model_args({"editor": "ft-l", "cache_values": "true"})

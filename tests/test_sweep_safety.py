@@ -237,3 +237,24 @@ def test_the_cli_reports_an_unreadable_manifest(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{out / MANIFEST} is not a readable sweep manifest" in err
     assert "--overwrite" in err and "Traceback" not in err
+
+
+def test_a_hyperparameter_reaches_only_the_editors_that_take_it(tmp_path, monkeypatch):
+    """``cache_values`` is ROME's: FT-L's model (which also evaluates the unedited
+    checkpoint) is loaded without it."""
+    loaded: dict[str, dict[str, Any]] = {}
+
+    def load(config: SweepConfig, editor: str) -> StandInLM:
+        loaded[editor] = runner.model_args_for(editor, config.model_args)
+        return StandInLM()
+
+    monkeypatch.setattr(runner, "load_model", load)
+    config = _config(tmp_path / "s", editors=["ft-l", "rome"], model_args={"cache_values": True})
+    run_sweep(config, StandInTasks(), evaluate=evaluate)
+    assert "cache_values" not in loaded["ft-l"]
+    assert loaded["rome"]["cache_values"] is True
+
+
+def test_a_hyperparameter_no_editor_of_the_sweep_takes_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"cache_values, which none of the sweep's editors"):
+        _config(tmp_path / "s", editors=["ft-l", "lora"], model_args={"cache_values": True})

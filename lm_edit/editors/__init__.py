@@ -8,6 +8,7 @@ from lm_edit.editors.base import Editor, EditorConfig, register_editor
 from lm_edit.editors.config import UnknownEditorError, known_editors
 from lm_edit.editors.registry import (
     EditorSpec,
+    all_hyperparameter_names,
     create_editor,
     hyperparameter_names,
     implementations,
@@ -19,6 +20,7 @@ __all__ = [
     "Editor",
     "EditorConfig",
     "EditorSpec",
+    "all_hyperparameter_names",
     "UnknownEditorError",
     "create_editor",
     "hyperparameter_names",

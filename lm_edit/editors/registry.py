@@ -18,6 +18,7 @@ from lm_edit.editors.base import IMPLEMENTATIONS, Editor, EditorConfig
 from lm_edit.editors.config import (
     build_config,
     family_settings,
+    known_editors,
     load_editor_chain,
     model_facts,
     read_user_config,
@@ -130,3 +131,8 @@ def create_editor(spec: EditorSpec, anatomy: ModelAnatomy, seed: int) -> Editor:
 def hyperparameter_names(name: str) -> set[str]:
     """Every hyperparameter editor ``name`` accepts."""
     return {f.name for f in fields(implementation_of(name).config_class)}
+
+
+def all_hyperparameter_names() -> set[str]:
+    """Every name some shipped editor takes as a hyperparameter."""
+    return {name for editor in known_editors() for name in hyperparameter_names(editor)}

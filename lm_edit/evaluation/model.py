@@ -29,7 +29,7 @@ from lm_edit.core.arguments import HF_LOADING_ARGUMENTS, EditArguments, build
 from lm_edit.core.record import EditRecord
 from lm_edit.data.loading import load_edit_data, select_requests
 from lm_edit.data.requests import EditRequest
-from lm_edit.editors import hyperparameter_names
+from lm_edit.editors import all_hyperparameter_names, hyperparameter_names
 from lm_edit.editors.config import as_dict
 from lm_edit.evaluation.argmax_locality import unedited_argmax_steps
 from lm_edit.evaluation.individual import score_individual
@@ -62,6 +62,14 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[EditArguments, dict, dict,
     names = hyperparameter_names(edit_args.editor)
     hyper = {k: v for k, v in rest.items() if k in names}
     hflm = {k: v for k, v in rest.items() if k not in names}
+    foreign = sorted(set(hflm) & all_hyperparameter_names())
+    if foreign:
+        raise ValueError(
+            f"edited-hf: editor {edit_args.editor!r} does not take "
+            f"{', '.join(foreign)} (another editor's hyperparameter); remove it or choose "
+            f"an editor that takes it. {edit_args.editor!r} takes: "
+            f"{', '.join(sorted(names)) or 'nothing'}."
+        )
     for name in sorted(set(hflm) - HF_LOADING_ARGUMENTS):
         close = difflib.get_close_matches(name, sorted(names | EDIT_ARGUMENT_NAMES), n=1)
         if close:

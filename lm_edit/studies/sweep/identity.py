@@ -20,8 +20,11 @@ from typing import Any
 
 from lm_edit.core.arguments import EditArguments, build, file_fields
 from lm_edit.data.sources import BUILTIN_NAMES, resolve
-from lm_edit.editors.config import known_editors
-from lm_edit.editors.registry import effective_hyperparameters, hyperparameter_names
+from lm_edit.editors.registry import (
+    all_hyperparameter_names,
+    effective_hyperparameters,
+    hyperparameter_names,
+)
 
 EDIT_ARGUMENTS = frozenset(f.name for f in fields(EditArguments))
 
@@ -70,7 +73,7 @@ def plain(value: Any) -> Any:
 
 def _hyperparameter_names() -> set[str]:
     """Every name some known editor takes as a hyperparameter."""
-    return {name for editor in known_editors() for name in hyperparameter_names(editor)}
+    return all_hyperparameter_names()
 
 
 def edit_arguments(model_args: dict[str, Any]) -> EditArguments:
@@ -99,12 +102,24 @@ def shared_model_args(model_args: dict[str, Any]) -> dict[str, Any]:
 
 def editor_model_args(editor: str, model_args: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters of ``editor`` that ``model_args`` change (file arguments with
-    their digests), and as given the names other editors take, which reach the model
-    loader instead."""
+    their digests). Names only other editors of the sweep take do not reach this editor
+    (:func:`model_args_for`)."""
     names = hyperparameter_names(editor)
-    others = _hyperparameter_names() - names
     overrides = {k: v for k, v in model_args.items() if k in names}
     editor_config = edit_arguments(model_args).editor_config
     config, changed = effective_hyperparameters(editor, overrides, editor_config)
-    passed_on = {k: v for k, v in model_args.items() if k in others}
-    return plain({**passed_on, **with_files(changed, config)})
+    return plain(with_files(changed, config))
+
+
+def model_args_for(editor: str, model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` as editor ``editor`` loads them: without the hyperparameters that
+    only other editors take (``cache_values`` goes to ROME, not to FT-L or the unedited
+    model)."""
+    foreign = _hyperparameter_names() - hyperparameter_names(editor)
+    return {k: v for k, v in model_args.items() if k not in foreign}
+
+
+def unclaimed_hyperparameters(editors: list[str], model_args: dict[str, Any]) -> list[str]:
+    """Editor hyperparameters in ``model_args`` that none of ``editors`` takes."""
+    claimed = set().union(*(hyperparameter_names(e) for e in editors))
+    return sorted((set(model_args) & _hyperparameter_names()) - claimed)

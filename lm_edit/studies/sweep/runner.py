@@ -19,7 +19,12 @@ from tqdm.auto import tqdm
 
 from lm_edit.studies.sweep.drift import added_parameters, drift_summary, parameter_drift
 from lm_edit.studies.sweep.folder import check_editor_names
-from lm_edit.studies.sweep.identity import editor_model_args, shared_model_args
+from lm_edit.studies.sweep.identity import (
+    editor_model_args,
+    model_args_for,
+    shared_model_args,
+    unclaimed_hyperparameters,
+)
 from lm_edit.studies.sweep.lock import sweep_folder_lock
 from lm_edit.studies.sweep.manifest import UNEDITED, SweepState, checkpoint_dir
 from lm_edit.studies.sweep.outputs import RESULTS, write_checkpoint
@@ -72,6 +77,12 @@ class SweepConfig:
         if not self.tasks:
             raise ValueError("--tasks is empty.")
         check_editor_names(self.editors)
+        unclaimed = unclaimed_hyperparameters(self.editors, self.model_args)
+        if unclaimed:
+            raise ValueError(
+                f"model_args set {', '.join(unclaimed)}, which none of the sweep's editors "
+                f"({', '.join(self.editors)}) takes; remove it or add an editor that takes it."
+            )
         self.checkpoints = sorted(set(self.checkpoints))
         self.output_path = Path(self.output_path)
         if isinstance(self.batch_size, str) and self.batch_size.isdigit():
@@ -105,7 +116,7 @@ def load_model(config: SweepConfig, editor: str) -> Any:
         n_edits=config.n_edits,
         batch_size=config.batch_size,
         **device,
-        **config.model_args,
+        **model_args_for(editor, config.model_args),
     )
 
 
