@@ -268,7 +268,8 @@ class EditRecord:
         }
         if self.modules:
             out["added_modules"] = sorted(self.modules)
-            out["added_parameters"] = self.added_parameters()
+            # an editor that grows a module over later batches reports its own count
+            out.setdefault("added_parameters", self.added_parameters())
         if self.hooks:
             out["hooks"] = self.hooks
         if self.prompt_hooks:

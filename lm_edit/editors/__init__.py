@@ -1,7 +1,8 @@
 """Editors: the lifecycle every paradigm fits (:mod:`.base`), their configuration from
 ``editors/<name>.yaml`` (:mod:`.config`), the registry (:mod:`.registry`) and one module
 or folder per implementation (:mod:`.none`, :mod:`.locate`, :mod:`.finetune`,
-:mod:`.codebook`), and the layer choice they share (:mod:`.layers`)."""
+:mod:`.codebook`, :mod:`.added_neurons`, ...), and the layer choice they share
+(:mod:`.layers`)."""
 
 from lm_edit.core.record import EditRecord
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
