@@ -1,19 +1,22 @@
-"""Run lm-edit's ROME and MEMIT and the papers' reference code on the same inputs.
+"""Run lm-edit's ROME, MEMIT, EMMET and AlphaEdit and the papers' reference code on the
+same inputs.
 
-The reference code is not part of lm-edit: extract kmeng01/rome and kmeng01/memit into a
-folder outside the repository (see docs/reference-comparison.md) and pass it with
-``--reference-dir`` (or ``LM_EDIT_REFERENCE_DIR``). The folder must contain ``rome/``
-and ``memit/``, each a checkout of the repository of that name.
+The reference code is not part of lm-edit: extract kmeng01/rome, kmeng01/memit,
+scalable-model-editing/unified-model-editing and jianghoucheng/AlphaEdit into a folder
+outside the repository, as ``rome/``, ``memit/``, ``emmet/`` and ``alphaedit/`` (see
+docs/reference-comparison.md), and pass it with ``--reference-dir`` (or
+``LM_EDIT_REFERENCE_DIR``); ``--editors`` picks the comparisons (all four by default).
 
 Both implementations get the same tiny random GPT-2, the same key statistics ``C``
 (collected once by lm-edit, handed to the reference by replacing its ``get_inv_cov`` /
-``get_cov``), the same fixed context templates (replacing the reference's sampled
+``get_cov``; AlphaEdit's projector ``P`` comes from the reference's own ``get_project``
+on that ``C``), the same fixed context templates (replacing the reference's sampled
 ``get_context_templates``; lm-edit's ``context_templates`` option) and the same requests
 and hyperparameters. The reference is imported from a temporary copy with the textual
-adjustments listed in ``REFERENCE_PATCHES`` (device and current transformers), printed
-at start. For every edited weight the script prints ``‖ΔW_ref − ΔW_ours‖ / ‖ΔW_ref‖``
-and the same relative difference of the intermediate quantities (keys k, ROME's left
-vector u, the target values v*).
+adjustments listed in ``REFERENCE_PATCHES`` (device, dtype and current transformers),
+printed at start. For every edited weight the script prints ``‖ΔW_ref − ΔW_ours‖ /
+‖ΔW_ref‖`` and the same relative difference of the intermediate quantities (keys k,
+ROME's left vector u, the target values v*, AlphaEdit's ``P`` and accumulated keys).
 
     python bench/compare_reference.py --reference-dir /work/ref --dtype float64
 """
@@ -21,6 +24,7 @@ vector u, the target values v*).
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import os
@@ -28,8 +32,9 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,24 +84,71 @@ CORPUS = [
     "Therefore, because I think you know, the news is a story.",
 ]
 
-# (file, text, replacement, expected count): the only changes made to the copy of the
-# reference code, so that it runs on CPU with the installed transformers.
-REFERENCE_PATCHES: list[tuple[str, str, str, int]] = [
-    ("rome/compute_v.py", '"cuda"', "{device!r}", 4),
-    ("memit/compute_z.py", '"cuda"', "{device!r}", 4),
-    ("memit/memit_main.py", '"cuda"', "{device!r}", 5),
-    # current transformers: a GPT-2 block returns a tensor, no longer a tuple
-    ("memit/compute_z.py", "cur_out[0][", "_first(cur_out)[", 2),
-    ("memit/compute_z.py", "loss_layer)].output[0][", "loss_layer)].output)[", 1),
-    ("memit/compute_z.py", "full_repr = tr[", "full_repr = _first(tr[", 1),
-    (
-        "memit/compute_z.py",
-        "def compute_z(",
-        "def _first(out):\n    return out[0] if isinstance(out, tuple) else out\n\n\n"
-        "def compute_z(",
-        1,
-    ),
-]
+
+def _cpu(file: str, count: int) -> tuple[str, str, str, int]:
+    """The hard-coded device of ``file`` replaced by the script's."""
+    return (file, '"cuda"', "{device!r}", count)
+
+
+_FIRST = "def _first(out):\n    return out[0] if isinstance(out, tuple) else out\n\n\n"
+
+
+def _block_output(file: str, cur_out: int) -> list[tuple[str, str, str, int]]:
+    """Current transformers: a GPT-2 block returns a tensor, no longer a tuple (MEMIT's
+    ``compute_z`` and its copies read the block output as ``output[0]``)."""
+    return [
+        (file, "cur_out[0][", "_first(cur_out)[", cur_out),
+        (file, "loss_layer)].output[0][", "loss_layer)].output)[", 1),
+        (file, "full_repr = tr[", "full_repr = _first(tr[", 1),
+        (file, "def compute_z(", _FIRST + "def compute_z(", 1),
+    ]
+
+
+# Per checkout, (file, text, replacement, expected count): the only changes made to the
+# copy of the reference code, so that it runs on CPU with the installed transformers.
+REFERENCE_PATCHES: dict[str, list[tuple[str, str, str, int]]] = {
+    "rome": [_cpu("rome/compute_v.py", 4)],
+    "memit": [
+        _cpu("rome/compute_v.py", 4),
+        _cpu("memit/compute_z.py", 4),
+        _cpu("memit/memit_main.py", 5),
+        *_block_output("memit/compute_z.py", 2),
+    ],
+    "emmet": [
+        _cpu("emmet/compute_z.py", 3),
+        _cpu("emmet/emmet_main.py", 5),
+        *_block_output("emmet/compute_z.py", 2),
+    ],
+    "alphaedit": [
+        _cpu("AlphaEdit/compute_z.py", 5),
+        _cpu("AlphaEdit/AlphaEdit_main.py", 4),
+        (
+            "AlphaEdit/AlphaEdit_main.py",
+            ".cuda()",
+            ".to({device!r})",
+            3,
+        ),
+        # its L2 term is float32 whatever the model's dtype (a float64 model fails)
+        ("AlphaEdit/AlphaEdit_main.py", "dtype=torch.float,", "dtype=layer_ks.dtype,", 1),
+        ("AlphaEdit/compute_z.py", "cur_out[0][", "_first(cur_out)[", 3),
+        ("AlphaEdit/compute_z.py", "len(cur_out[0])", "len(_first(cur_out))", 1),
+        (
+            "AlphaEdit/compute_z.py",
+            "output=tr[hparams.layer_module_tmp.format(loss_layer)].output[0]",
+            "output=_first(tr[hparams.layer_module_tmp.format(loss_layer)].output)",
+            1,
+        ),
+        ("AlphaEdit/compute_z.py", "def compute_z(", _FIRST + "def compute_z(", 1),
+    ],
+}
+# Checkout folder -> the package of the method in it.
+PACKAGES = {"rome": "rome", "memit": "memit", "emmet": "emmet", "alphaedit": "AlphaEdit"}
+SOURCES = {
+    "rome": "kmeng01/rome",
+    "memit": "kmeng01/memit",
+    "emmet": "scalable-model-editing/unified-model-editing",
+    "alphaedit": "jianghoucheng/AlphaEdit",
+}
 
 
 # The reference hyperparameters that name GPT-2's modules and switch off their own
@@ -122,15 +174,19 @@ def reference_root() -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference-dir", default=os.environ.get("LM_EDIT_REFERENCE_DIR"))
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    parser.add_argument("--editors", default="rome,memit")
+    parser.add_argument("--editors", default="rome,memit,emmet,alphaedit")
     args = parser.parse_args()
     root = Path(args.reference_dir) if args.reference_dir else None
-    missing = [n for n in ("rome", "memit") if root is None or not (root / n / n).is_dir()]
+    wanted = args.editors.split(",")
+    unknown = sorted(set(wanted) - set(PACKAGES))
+    if unknown:
+        sys.exit(f"compare_reference: unknown editors {unknown}; choose from {list(PACKAGES)}.")
+    missing = [n for n in wanted if root is None or not (root / n / PACKAGES[n]).is_dir()]
     if missing:
+        where = ", ".join(f"{SOURCES[n]} into <dir>/{n}" for n in missing)
         sys.exit(
-            f"compare_reference: no reference code for {', '.join(missing)}. Extract "
-            "kmeng01/rome and kmeng01/memit into <dir>/rome and <dir>/memit (see "
-            "docs/reference-comparison.md) and pass --reference-dir <dir> or set "
+            f"compare_reference: no reference code for {', '.join(missing)}. Extract {where} "
+            "(see docs/reference-comparison.md) and pass --reference-dir <dir> or set "
             "LM_EDIT_REFERENCE_DIR."
         )
     ARGS.update(vars(args))
@@ -138,22 +194,21 @@ def reference_root() -> Path:
 
 
 ARGS: dict[str, Any] = {}
+COPIED = ("rome", "memit", "emmet", "AlphaEdit", "util")
 
 
 @contextlib.contextmanager
 def reference_code(checkout: Path, device: str) -> Iterator[Path]:
-    """Import path of a patched temporary copy of ``checkout`` (its ``rome``, ``memit``
-    and ``util`` packages and ``globals.yml``); the imported modules are forgotten after."""
+    """Import path of a patched temporary copy of ``checkout`` (its method packages, ``util``
+    and ``globals.yml``); the imported modules are forgotten after."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp)
-        for name in ("rome", "memit", "util"):
+        for name in COPIED:
             if (checkout / name).is_dir():
                 shutil.copytree(checkout / name, copy / name)
         shutil.copy(checkout / "globals.yml", copy / "globals.yml")
-        for file, old, new, count in REFERENCE_PATCHES:
+        for file, old, new, count in REFERENCE_PATCHES[checkout.name]:
             path = copy / file
-            if not path.is_file():
-                continue
             text = path.read_text()
             found = text.count(old)
             if found != count:
@@ -170,8 +225,17 @@ def reference_code(checkout: Path, device: str) -> Iterator[Path]:
             os.chdir(cwd)
             sys.path.remove(str(copy))
             for module in list(sys.modules):
-                if module.split(".")[0] in ("rome", "memit", "util"):
+                if module.split(".")[0] in COPIED:
                     del sys.modules[module]
+
+
+def reference_function(path: Path, name: str, namespace: dict[str, Any]) -> Callable:
+    """The top-level function ``name`` of the reference file ``path``, compiled on its own
+    in ``namespace`` (importing the file would import the whole experiment harness)."""
+    tree = ast.parse(path.read_text())
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    exec(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace[name]
 
 
 def train_tokenizer():
@@ -267,12 +331,18 @@ def edit_requests(requests: list[dict]):
     ]
 
 
-def weight_delta(model, tokenizer, editor, requests, names: list[str]) -> dict[str, torch.Tensor]:
-    """Apply ``requests`` with ``editor``, return each weight's change, undo the edit."""
+def weight_delta(
+    model, tokenizer, editor, requests, names: list[str], records: list | None = None
+) -> dict[str, torch.Tensor]:
+    """Apply ``requests`` with ``editor``, return each weight's change; undo the edit, or
+    append its record to ``records`` to undo later."""
     before = {n: model.get_parameter(n).detach().clone() for n in names}
     record = editor.apply(model, tokenizer, edit_requests(requests))
     after = {n: model.get_parameter(n).detach().clone() for n in names}
-    record.undo(model)
+    if records is None:
+        record.undo(model)
+    else:
+        records.append(record)
     return {n: after[n] - before[n] for n in names}
 
 
@@ -306,13 +376,17 @@ def common_values(
     }
 
 
+NLL = {"early_stop_on": "nll"}  # lm-edit's other early stop: the NLL alone
 SETTINGS_ROME: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # name: (shared v* settings, extra lm-edit overrides)
-    "default (25 steps, lr 0.5, clamp 4)": (common_values(25, 0.5, 4.0, 0.5), {}),
-    "default, kl_factor 0": (common_values(25, 0.5, 4.0, 0.5, kl=0.0), {}),
-    "converging (60 steps, lr 1, clamp 100, decay 1e-3)": (
+    "default (25 steps, lr 0.5, clamp 4), early_stop_on=nll": (
+        common_values(25, 0.5, 4.0, 0.5),
+        NLL,
+    ),
+    "default, kl_factor 0, early_stop_on=nll": (common_values(25, 0.5, 4.0, 0.5, kl=0.0), NLL),
+    "converging (60 steps, lr 1, clamp 100, decay 1e-3), early_stop_on=nll": (
         common_values(60, 1.0, 100.0, 1e-3),
-        {},
+        NLL,
     ),
     "default, early_stop_on=loss": (common_values(25, 0.5, 4.0, 0.5), {"early_stop_on": "loss"}),
     "converging, early_stop_on=loss": (
@@ -408,86 +482,270 @@ def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) ->
 
 
 SETTINGS_MEMIT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "key_average=flat (lm-edit default)": (
+    f"key_average={average}, early_stop_on={stop}": (
         common_values(25, 0.5, 4.0, 0.5),
-        {"key_average": "flat"},
-    ),
-    "key_average=per_group": (common_values(25, 0.5, 4.0, 0.5), {"key_average": "per_group"}),
-    "key_average=flat, early_stop_on=loss": (
-        common_values(25, 0.5, 4.0, 0.5),
-        {"key_average": "flat", "early_stop_on": "loss"},
-    ),
-    "key_average=per_group, early_stop_on=loss": (
-        common_values(25, 0.5, 4.0, 0.5),
-        {"key_average": "per_group", "early_stop_on": "loss"},
-    ),
+        {"key_average": average, "early_stop_on": stop},
+    )
+    for stop in ("nll", "loss")
+    for average in ("flat", "per_group")
 }
 MEMIT_LAMBDA = 50.0
+
+
+def batch_overrides(stats_file: Path, values: dict, extra: dict) -> dict[str, Any]:
+    """lm-edit's settings of a batched editor (MEMIT, EMMET, AlphaEdit) in this comparison."""
+    return {
+        **values,
+        "layers": LAYERS_MEMIT,
+        "early_stop_nll": 0.05,
+        "mom2_update_weight": MEMIT_LAMBDA,
+        "context_templates": TEMPLATES_MEMIT,
+        "stats_source": str(stats_file),
+        "stats_ridge": 0.0,
+        **extra,
+    }
+
+
+def batch_hparams(hparams_cls, values: dict, **extra):
+    """The reference hyperparameters of a batched editor in this comparison."""
+    return hparams_cls(
+        layers=LAYERS_MEMIT,
+        layer_selection="all",
+        mom2_update_weight=MEMIT_LAMBDA,
+        **GPT2_HPARAMS,
+        **values,
+        **extra,
+    )
+
+
+def hand_inputs(main, editor, model, *, with_keys: bool = False) -> dict[str, torch.Tensor]:
+    """Make the reference module ``main`` use lm-edit's statistics (``get_cov``; EMMET's
+    returns them with its preserved keys, unused here) and the fixed templates."""
+    covs = {
+        f"transformer.h.{layer}.mlp.c_proj": cov.to(model.dtype)
+        for layer, cov in editor.covariances.items()
+    }
+
+    def get_cov(model_, tok_, name, *args, **kwargs):
+        return (covs[name], None) if with_keys else covs[name]
+
+    main.get_cov = get_cov
+    main.get_context_templates = lambda *a, **k: TEMPLATES_MEMIT
+    return covs
+
+
+def batch_requests(targets: dict[str, str], requests: list[dict] = REQUESTS) -> list[dict]:
+    """The reference's request dicts with their new targets."""
+    return [{**r, "target_new": {"str": targets[r["case_id"]]}} for r in requests]
+
+
+def recorded_reference(main, run: Callable[[], dict]) -> tuple[dict, list, list]:
+    """``run()`` (the reference's ΔW per weight) with its ``compute_z`` / ``compute_ks``
+    calls recorded."""
+    zs, ks = [], []
+    with quiet(), recording(main, "compute_z", zs), recording(main, "compute_ks", ks):
+        deltas = run()
+    return deltas, zs, ks
+
+
+def recorded_ours(model, tokenizer, editor, requests, names, records=None):
+    """lm-edit's ΔW per weight with its target values and keys recorded."""
+    values, keys = [], []
+    with recording(editor, "target_values", values), recording(editor, "_keys", keys):
+        deltas = weight_delta(model, tokenizer, editor, requests, names, records)
+    return deltas, values, keys
+
+
+def batch_row(editor: str, setting: str, ref: tuple, ours: tuple, names, **extra) -> Row:
+    """Compare one batch: ``ref`` from :func:`recorded_reference`, ``ours`` from
+    :func:`recorded_ours`."""
+    (dw_ref, zs, ks), (dw_ours, our_values, our_keys) = ref, ours
+    v_ours = torch.stack([v.target for v in our_values[0][2]], dim=1)
+    v_ref = torch.stack([z for _, _, z in zs], dim=1)
+    k_diffs = [rel(r[2], mine[2].T) for r, mine in zip(ks, our_keys, strict=True)]
+    steps = sorted({v.steps for v in our_values[0][2]})
+    return Row(
+        editor,
+        f"{setting} [steps {steps}]",
+        [rel(dw_ref[n], dw_ours[n]) for n in names],
+        rel(v_ref, v_ours),
+        max(k_diffs),
+        extra,
+    )
+
+
+def memit_like_deltas(model, deltas: dict, memit_order: bool) -> dict[str, torch.Tensor]:
+    """ΔW from the reference's returned factors: MEMIT's ``adj_k @ resid.T``, EMMET's
+    ``resid @ adj_k.T``, both in the weight's layout."""
+    out = {}
+    for name, (adj_k, resid, *_) in deltas.items():
+        upd = adj_k @ resid.T if memit_order else resid @ adj_k.T
+        out[name] = upd if upd.shape == model.get_parameter(name).shape else upd.T
+    return out
+
+
+BATCH_NAMES = [f"transformer.h.{layer}.mlp.c_proj.weight" for layer in LAYERS_MEMIT]
 
 
 def compare_memit(root: Path, model, tokenizer, stats_file: Path, device: str) -> list[Row]:
     """MEMIT on a batch of all requests: reference execute_memit vs editor=memit."""
     rows = []
-    names = [f"transformer.h.{layer}.mlp.c_proj.weight" for layer in LAYERS_MEMIT]
-    requests = [{**r, "target_new": {"str": TARGETS[r["case_id"]]}} for r in REQUESTS]
+    requests = batch_requests(TARGETS)
     with reference_code(root / "memit", device):
         memit_main = importlib.import_module("memit.memit_main")
         hparams_cls = importlib.import_module("memit.memit_hparams").MEMITHyperParams
         for setting, (values, extra) in SETTINGS_MEMIT.items():
-            overrides = {
-                **values,
-                "layers": LAYERS_MEMIT,
-                "early_stop_nll": 0.05,
-                "mom2_update_weight": MEMIT_LAMBDA,
-                "context_templates": TEMPLATES_MEMIT,
-                "stats_source": str(stats_file),
-                "stats_ridge": 0.0,
-                **extra,
-            }
+            overrides = batch_overrides(stats_file, values, extra)
             editor = lm_edit_editor(model, tokenizer, "memit", overrides)
-            covs = {
-                f"transformer.h.{layer}.mlp.c_proj": cov.to(model.dtype)
-                for layer, cov in editor.covariances.items()
-            }
-            memit_main.get_cov = lambda model_, tok_, name, *a, covs=covs, **k: covs[name]
-            memit_main.get_context_templates = lambda *a, **k: TEMPLATES_MEMIT
-            hparams = hparams_cls(
-                layers=LAYERS_MEMIT,
-                layer_selection="all",
-                mom2_update_weight=MEMIT_LAMBDA,
-                **GPT2_HPARAMS,
-                **values,
+            hand_inputs(memit_main, editor, model)
+            hparams = batch_hparams(hparams_cls, values)
+            ref = recorded_reference(
+                memit_main,
+                lambda h=hparams: memit_like_deltas(
+                    model, memit_main.execute_memit(model, tokenizer, requests, h), True
+                ),
             )
-            zs, ks = [], []
-            with (
-                quiet(),
-                recording(memit_main, "compute_z", zs),
-                recording(memit_main, "compute_ks", ks),
-            ):
-                deltas = memit_main.execute_memit(model, tokenizer, requests, hparams)
-            dw_ref = {}
-            for name, (adj_k, resid) in deltas.items():
-                shape = model.get_parameter(name).shape
-                dw_ref[name] = memit_main.upd_matrix_match_shape(adj_k @ resid.T, shape)
-            our_values, our_keys = [], []
-            with (
-                recording(editor, "target_values", our_values),
-                recording(editor, "_keys", our_keys),
-            ):
-                ours = weight_delta(model, tokenizer, editor, requests, names)
-            v_ours = torch.stack([v.target for v in our_values[0][2]], dim=1)
-            v_ref = torch.stack([z for _, _, z in zs], dim=1)
-            k_diffs = [rel(ref[2], mine[2].T) for ref, mine in zip(ks, our_keys, strict=True)]
-            steps = sorted({v.steps for v in our_values[0][2]})
-            rows.append(
-                Row(
-                    "memit",
-                    f"{setting} [steps {steps}]",
-                    [rel(dw_ref[n], ours[n]) for n in names],
-                    rel(v_ref, v_ours),
-                    max(k_diffs),
+            ours = recorded_ours(model, tokenizer, editor, requests, BATCH_NAMES)
+            rows.append(batch_row("memit", setting, ref, ours, BATCH_NAMES))
+    return rows
+
+
+SETTINGS_EMMET: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {
+    # name: (shared v* settings, extra lm-edit overrides, emmet_lambda)
+    "emmet_lambda 0.1": (common_values(25, 0.5, 4.0, 0.5), {}, 0.1),
+    "emmet_lambda 0": (common_values(25, 0.5, 4.0, 0.5), {}, 0.0),
+    "emmet_lambda 0.1, key_average=flat": (
+        common_values(25, 0.5, 4.0, 0.5),
+        {"key_average": "flat"},
+        0.1,
+    ),
+}
+
+
+def compare_emmet(root: Path, model, tokenizer, stats_file: Path, device: str) -> list[Row]:
+    """EMMET on a batch of all requests: reference execute_emmet vs editor=emmet."""
+    rows = []
+    requests = batch_requests(TARGETS)
+    with reference_code(root / "emmet", device):
+        emmet_main = importlib.import_module("emmet.emmet_main")
+        hparams_cls = importlib.import_module("emmet.emmet_hparams").EMMETHyperParams
+        for setting, (values, extra, lam) in SETTINGS_EMMET.items():
+            overrides = batch_overrides(stats_file, values, {"emmet_lambda": lam, **extra})
+            editor = lm_edit_editor(model, tokenizer, "emmet", overrides)
+            hand_inputs(emmet_main, editor, model, with_keys=True)
+            hparams = batch_hparams(
+                hparams_cls,
+                values,
+                calculate_objective_value=False,
+                update_norm_lambda=0.0,
+                emmet_lambda=lam,
+            )
+            ref = recorded_reference(
+                emmet_main,
+                lambda h=hparams: memit_like_deltas(
+                    model, emmet_main.execute_emmet(model, tokenizer, requests, h), False
+                ),
+            )
+            ours = recorded_ours(model, tokenizer, editor, requests, BATCH_NAMES)
+            rows.append(batch_row("emmet", setting, ref, ours, BATCH_NAMES))
+    return rows
+
+
+# AlphaEdit's second batch: other subjects, on the model edited by the first.
+SECOND_BATCH = [
+    {"case_id": "colosseum", "prompt": "{} is located in", "subject": "The Colosseum"},
+    {"case_id": "volkswagen", "prompt": "{} is a car company from", "subject": "Volkswagen"},
+    {"case_id": "jordan", "prompt": "{} plays the sport of", "subject": "Michael Jordan"},
+]
+SECOND_TARGETS = {"colosseum": "Paris", "volkswagen": "Japan", "jordan": "football"}
+
+SETTINGS_ALPHAEDIT: dict[str, tuple[dict[str, Any], float, float, bool]] = {
+    # name: (shared v* settings, nullspace_threshold, L2, the reference's SVD in float64)
+    "threshold 0.02, L2 10": (common_values(25, 0.5, 4.0, 0.5), 0.02, 10.0, False),
+    "threshold 0.02, L2 1": (common_values(25, 0.5, 4.0, 0.5), 0.02, 1.0, False),
+    "threshold 0.02, L2 10, reference P from a float64 SVD": (
+        common_values(25, 0.5, 4.0, 0.5),
+        0.02,
+        10.0,
+        True,
+    ),
+}
+
+
+def reference_projectors(
+    checkout: Path, main, model, tokenizer, hparams, svd64: bool
+) -> torch.Tensor:
+    """AlphaEdit's ``P`` per layer from its own ``get_project`` (experiments/evaluate.py:
+    the SVD of ``C``, singular values below ``nullspace_threshold``) on lm-edit's ``C``,
+    decomposed in the model's dtype, or in float64 with ``svd64``."""
+    dtype = torch.float64 if svd64 else model.dtype
+
+    def get_cov(*args, **kwargs):
+        return main.get_cov(*args, **kwargs).to(dtype)
+
+    namespace = {"torch": torch, "get_cov": get_cov}
+    get_project = reference_function(checkout / "experiments/evaluate.py", "get_project", namespace)
+    with quiet():
+        projectors = [get_project(model, tokenizer, layer, hparams) for layer in LAYERS_MEMIT]
+    return torch.stack(projectors).to(model.dtype)
+
+
+def reference_alphaedit(main, model, tokenizer, requests, hparams, cache_c, projectors):
+    """One reference AlphaEdit batch (it edits the model in place and adds the batch's keys
+    to ``cache_c``); its ΔW per weight."""
+    before = {n: model.get_parameter(n).detach().clone() for n in BATCH_NAMES}
+    main.apply_AlphaEdit_to_model(
+        model, tokenizer, requests, hparams, cache_c=cache_c, P=projectors
+    )
+    return {n: model.get_parameter(n).detach() - before[n] for n in BATCH_NAMES}
+
+
+def compare_alphaedit(root: Path, model, tokenizer, stats_file: Path, device: str) -> list[Row]:
+    """AlphaEdit on two batches in sequence (all four requests, then three other subjects):
+    reference apply_AlphaEdit_to_model vs editor=alphaedit, each on its own edited model."""
+    rows = []
+    batches = {
+        "batch 1": batch_requests(TARGETS),
+        "batch 2": batch_requests(SECOND_TARGETS, SECOND_BATCH),
+    }
+    original = {n: model.get_parameter(n).detach().clone() for n in BATCH_NAMES}
+    with reference_code(root / "alphaedit", device):
+        main = importlib.import_module("AlphaEdit.AlphaEdit_main")
+        hparams_cls = importlib.import_module("AlphaEdit.AlphaEdit_hparams").AlphaEditHyperParams
+        for setting, (values, threshold, l2, svd64) in SETTINGS_ALPHAEDIT.items():
+            nullspace = {"nullspace_threshold": threshold, "nullspace_lambda": l2}
+            overrides = batch_overrides(stats_file, values, nullspace)
+            editor = lm_edit_editor(model, tokenizer, "alphaedit", overrides)
+            hand_inputs(main, editor, model)
+            hparams = batch_hparams(
+                hparams_cls, values, model_name="-", nullspace_threshold=threshold, L2=l2
+            )
+            checkout = root / "alphaedit"
+            projectors = reference_projectors(checkout, main, model, tokenizer, hparams, svd64)
+            p_diff = max(
+                rel(projectors[i], editor._projectors[layer])
+                for i, layer in enumerate(LAYERS_MEMIT)
+            )
+            cache_c = torch.zeros_like(projectors)
+            refs, grams = [], []
+            for requests in batches.values():
+                run = partial(
+                    reference_alphaedit, main, model, tokenizer, requests, hparams, cache_c
                 )
-            )
+                refs.append(recorded_reference(main, partial(run, projectors)))
+                grams.append(cache_c.clone())
+            with torch.no_grad():
+                for name, weight in original.items():
+                    model.get_parameter(name).copy_(weight)
+            records: list = []
+            for (label, requests), ref, gram in zip(batches.items(), refs, grams, strict=True):
+                ours = recorded_ours(model, tokenizer, editor, requests, BATCH_NAMES, records)
+                past = editor.past_gram
+                kp = max(rel(gram[i], past[layer]) for i, layer in enumerate(LAYERS_MEMIT))
+                name = f"{setting}, {label}"
+                rows.append(batch_row("alphaedit", name, ref, ours, BATCH_NAMES, P=p_diff, Kp=kp))
+            for record in reversed(records):
+                record.undo(model)
     return rows
 
 
@@ -541,16 +799,21 @@ def main() -> None:
     tokenizer = train_tokenizer()
     model = build_model(len(tokenizer), dtype)
     stats_file = stats_text(Path(os.environ["LM_EDIT_CACHE"]) / "stats.txt")
-    print("Reference patches:")
-    for file, old, new, _ in REFERENCE_PATCHES:
-        print(f"  {file}: {old!r} -> {new.format(device=device)!r}")
-    rows: list[Row] = []
     editors = ARGS["editors"].split(",")
+    print("Reference patches:")
+    for checkout in editors:
+        for file, old, new, _ in REFERENCE_PATCHES[checkout]:
+            print(f"  {checkout}/{file}: {old!r} -> {new.format(device=device)!r}")
+    rows: list[Row] = []
     if "rome" in editors:
         rows += compare_rome(root, model, tokenizer, stats_file, device)
         rows += check_rome_batch(model, tokenizer, stats_file)
     if "memit" in editors:
         rows += compare_memit(root, model, tokenizer, stats_file, device)
+    if "emmet" in editors:
+        rows += compare_emmet(root, model, tokenizer, stats_file, device)
+    if "alphaedit" in editors:
+        rows += compare_alphaedit(root, model, tokenizer, stats_file, device)
     print_table(rows, ARGS["dtype"])
 
 
