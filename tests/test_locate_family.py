@@ -205,7 +205,9 @@ def _model_with(model_type: str, layers: int, hidden: int, inner: int):
     [
         ("memit", ("gpt2", 48, 1600, 6400), "GPT-2 XL (MEMIT paper)", (13, 14, 15, 16, 17), 20000),
         ("memit", ("gptj", 28, 4096, 16384), "GPT-J 6B (MEMIT paper)", (3, 4, 5, 6, 7, 8), 15000),
-        ("emmet", ("gptj", 28, 4096, 16384), "GPT-J 6B (EMMET paper)", (5,), 10000),
+        ("emmet", ("gptj", 28, 4096, 16384), "GPT-J 6B (unified-model-editing)", (5,), 1),
+        ("emmet", ("gpt2", 48, 1600, 6400), "GPT-2 XL (unified-model-editing)", (17,), 1000),
+        ("emmet", ("llama", 32, 4096, 11008), "Llama-2-7B (unified-model-editing)", (5,), 1),
         (
             "alphaedit",
             ("llama", 32, 4096, 14336),
