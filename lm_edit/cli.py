@@ -15,6 +15,8 @@ lm-edit capability-compare results/unedited results/edited
 lm-edit sweep --model_args pretrained=smollm2-135m,edit_data=zsre --editors rome,memit \
   --checkpoints 1,10,50 --tasks zsre_edit,mmlu_high_school_geography --output_path runs/s1
                                       sequential-editing study: evaluate at each checkpoint
+lm-edit sweep ... --workers 2          the same sweep over two local processes (one GPU
+                                      each); --slurm partition=gpu submits Slurm jobs
 lm-edit report runs/s1 --output docs/s1
                                       tables, plots, leaderboard (Markdown and HTML)
 """
@@ -117,15 +119,12 @@ def _lite_ids(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    import signal
-
+def _sweep_config(args: argparse.Namespace) -> Any:
     from lm_eval._cli.utils import key_val_to_dict
 
-    from lm_edit.studies.sweep.manifest import MANIFEST, read_manifest
-    from lm_edit.studies.sweep.runner import SweepConfig, run_sweep
+    from lm_edit.studies.sweep.runner import SweepConfig
 
-    config = SweepConfig(
+    return SweepConfig(
         model_args=key_val_to_dict(args.model_args),
         editors=_csv(args.editors),
         checkpoints=[int(k) for k in _csv(args.checkpoints)],
@@ -147,27 +146,91 @@ def _sweep(args: argparse.Namespace) -> int:
         ppl_max_new_tokens=args.ppl_max_new_tokens,
         overwrite=args.overwrite,
     )
-    wandb = _wandb_logger(args)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import signal
+
+    config = _sweep_config(args)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}.")
+    if args.slurm is not None or (args.workers or 1) > 1:
+        return _sweep_workers(args, config)
+    from lm_edit.studies.sweep.runner import run_sweep
+
+    wandb = _wandb_logger(args)
     try:
         _, events = run_sweep(config, log_results=wandb)
     except KeyboardInterrupt:
-        manifest = config.output_path / MANIFEST
-        saved = read_manifest(manifest)["checkpoints"] if manifest.is_file() else {}
-        print(
-            f"\nlm-edit sweep: interrupted. {len(saved)} checkpoint(s) are saved:", file=sys.stderr
-        )
-        for key, entry in sorted(saved.items()):
-            print(f"  {key}: {config.output_path / entry['results']}", file=sys.stderr)
-        print("Re-run the same command to resume.", file=sys.stderr)
-        return 130
+        return _interrupted(config.output_path)
     finally:
         if wandb is not None:
             wandb.close()
-    evaluated = sum(status == "evaluated" for *_, status in events)
-    print(f"sweep: {evaluated} checkpoint(s) evaluated, {len(events) - evaluated} already done")
-    print(f"results and manifest: {config.output_path}")
+    _sweep_summary(events, config.output_path)
     return 0
+
+
+def _sweep_workers(args: argparse.Namespace, config: Any) -> int:
+    """``--workers N`` (local processes) or ``--slurm ...`` (submitit jobs)."""
+    from functools import partial
+
+    from lm_eval.utils import simple_parse_args_string
+
+    from lm_edit.studies.sweep.workers import local_workers, run_workers, unfinished
+
+    if args.slurm is not None:
+        from lm_edit.studies.sweep.cluster import submitit_start
+
+        options = simple_parse_args_string(args.slurm) if args.slurm else {}
+        n_jobs = args.workers or len(config.editors)
+        start = submitit_start({k: str(v) for k, v in options.items()}, n_jobs)
+    else:
+        start = partial(local_workers, n=args.workers)
+    wandb: dict[str, Any] = {}
+    if args.wandb_args:
+        from lm_edit.studies.sweep.loggers import require_wandb
+
+        require_wandb()
+        wandb["wandb_args"] = simple_parse_args_string(args.wandb_args)
+        wandb["wandb_config_args"] = simple_parse_args_string(args.wandb_config_args or "")
+    try:
+        outcome = run_workers(config, start, **wandb)
+    except KeyboardInterrupt:
+        return _interrupted(config.output_path)
+    _sweep_summary(outcome.events, config.output_path)
+    missing = unfinished(config)
+    for line in outcome.failures:
+        print(f"lm-edit sweep: {line}", file=sys.stderr)
+    if missing:
+        print(
+            f"lm-edit sweep: {len(missing)} checkpoint(s) unfinished ({', '.join(missing)}); "
+            "re-run the same command to resume.",
+            file=sys.stderr,
+        )
+    return 1 if outcome.failures or missing else 0
+
+
+def _interrupted(output_path: Path) -> int:
+    """List what an interrupted sweep saved; exit status 130."""
+    from lm_edit.studies.sweep.manifest import MANIFEST, read_manifest
+
+    manifest = output_path / MANIFEST
+    saved = read_manifest(manifest)["checkpoints"] if manifest.is_file() else {}
+    print(f"\nlm-edit sweep: interrupted. {len(saved)} checkpoint(s) are saved:", file=sys.stderr)
+    for key, entry in sorted(saved.items()):
+        print(f"  {key}: {output_path / entry['results']}", file=sys.stderr)
+    print("Re-run the same command to resume.", file=sys.stderr)
+    return 130
+
+
+def _sweep_summary(events: list[tuple[str, int, str]], output_path: Path) -> None:
+    counts = {s: sum(status == s for *_, status in events) for s in ("evaluated", "elsewhere")}
+    done = len(events) - counts["evaluated"] - counts["elsewhere"]
+    print(f"sweep: {counts['evaluated']} checkpoint(s) evaluated, {done} already done")
+    if counts["elsewhere"]:
+        print(f"{counts['elsewhere']} checkpoint(s) left to other processes of this sweep")
+    print(f"results and manifest: {output_path}")
 
 
 def _wandb_logger(args: argparse.Namespace) -> Any:
@@ -225,6 +288,16 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--wandb_args", help="wandb.init arguments k=v,... (one W&B run per editor)")
     sweep.add_argument("--wandb_config_args", help="extra W&B config k=v,...")
+    sweep.add_argument(
+        "--workers", type=int, help="worker processes (one GPU each), or jobs with --slurm"
+    )
+    sweep.add_argument(
+        "--slurm",
+        nargs="?",
+        const="",
+        help="submit the workers as Slurm jobs through submitit: partition=...,timeout_min=..."
+        " (pip install 'lm-edit[cluster]')",
+    )
     sweep.set_defaults(run=_sweep)
     report = sub.add_parser("report", help="tables, plots and leaderboard of sweep folders")
     report.add_argument("sweeps", type=Path, nargs="+", help="sweep folders")

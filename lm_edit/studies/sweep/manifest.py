@@ -8,6 +8,10 @@ run redoes that checkpoint. Editors and checkpoints are not part of the fingerpr
 later run may add editors or checkpoints to a finished sweep; each editor's hyperparameters
 are recorded per editor (``editor_arguments``) and checked when that editor runs again.
 ``--overwrite`` deletes only the files the previous manifest lists.
+
+Several workers may finish checkpoints of one sweep at once: every change of the manifest
+is a read-merge-write under the manifest lock (:func:`.lock.manifest_lock`), so no
+worker's entry is lost, and the write itself is atomic, so readers never need the lock.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from typing import Any
 from lm_edit.atomic import save_text
 from lm_edit.studies.sweep.folder import UNEDITED, SweepFolderError, inside, remove_files
 from lm_edit.studies.sweep.identity import is_file_record, plain
+from lm_edit.studies.sweep.lock import COORDINATION, manifest_lock
+from lm_edit.studies.sweep.lock import LOCK_NAME as LOCK_NAME  # re-exported
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-LOCK_NAME = ".sweep.lock"
 FORMAT = 2
 PACKAGES = ("lm-edit", "lm_eval", "torch", "transformers", "datasets")
 
@@ -104,6 +109,11 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [line for k in keys for line in _change(k, old.get(k), new.get(k))]
 
 
+def _holds_files(root: Path) -> bool:
+    """True when ``root`` is a folder with anything but a sweep's lock files in it."""
+    return root.is_dir() and any(p.name not in COORDINATION for p in root.iterdir())
+
+
 @dataclass
 class SweepState:
     """The manifest of one sweep folder, loaded or created."""
@@ -126,6 +136,17 @@ class SweepState:
         sweep with other arguments (shared, or of an editor in ``editor_arguments`` that
         ran before), or files that are not a sweep, unless ``overwrite``."""
         arguments, editors = plain(arguments), plain(editor_arguments or {})
+        with manifest_lock(root):
+            return cls._open(root, arguments, overwrite, editors)
+
+    @classmethod
+    def _open(
+        cls,
+        root: Path,
+        arguments: dict[str, Any],
+        overwrite: bool,
+        editors: dict[str, dict[str, Any]],
+    ) -> SweepState:
         path = inside(root, root / MANIFEST)
         if path.is_file():
             try:
@@ -151,7 +172,7 @@ class SweepState:
                     "pass --overwrite to discard it."
                 )
             cls._discard(root, saved)
-        elif root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()) and not overwrite:
+        elif _holds_files(root) and not overwrite:
             raise SweepFolderError(
                 f"{root} is not empty and has no {MANIFEST}: it is not a sweep folder. Choose "
                 "an empty or new --output_path (or pass --overwrite to write into it anyway)."
@@ -196,9 +217,27 @@ class SweepState:
         return entry is not None and (self.root / entry["results"]).is_file()
 
     def finish(self, editor: str, n_edits: int, entry: dict[str, Any]) -> None:
-        """Record a finished checkpoint (its results file must already be written)."""
-        self.checkpoints[checkpoint_key(editor, n_edits)] = entry
-        self.save()
+        """Record a finished checkpoint (its results file must already be written),
+        merged with what other workers recorded meanwhile."""
+        with manifest_lock(self.root):
+            self.refresh()
+            self.checkpoints[checkpoint_key(editor, n_edits)] = entry
+            self.save()
+
+    def refresh(self) -> None:
+        """Take in the checkpoints and editor arguments other workers recorded."""
+        path = inside(self.root, self.root / MANIFEST)
+        if not path.is_file():
+            return
+        saved = read_manifest(path)
+        if saved.get("fingerprint") != fingerprint(self.arguments):
+            raise SweepFolderError(
+                f"{path} was replaced by a sweep with other arguments while this one ran; "
+                "stopping without writing."
+            )
+        self.checkpoints = {**self.checkpoints, **saved["checkpoints"]}
+        self.editor_arguments = {**saved.get("editor_arguments", {}), **self.editor_arguments}
+        self.created = saved.get("created", self.created)
 
     def save(self) -> None:
         """Write ``manifest.json`` atomically."""

@@ -1,8 +1,12 @@
 """The sweep loop: per editor, load the model once, continue one edit stream through the
 checkpoints, and evaluate the live model with lm-eval's ``simple_evaluate`` at each.
 
-The unedited model is checkpoint 0: the first model loaded evaluates it before its first
-edit (the editing tasks then score the planned cases), and every editor shares it.
+The unedited model is checkpoint 0: the run of the first editor evaluates it before its
+first edit (the editing tasks then score the planned cases), and every editor shares it.
+
+Each editor's stream is one independent run, claimed by the process that works on it
+(:mod:`.claims`): several processes, on one machine or on several sharing the folder, may
+work on one sweep at once, each taking the editors no other process holds.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from lm_edit.studies.sweep.claims import claim
 from lm_edit.studies.sweep.drift import added_parameters, drift_summary, parameter_drift
 from lm_edit.studies.sweep.folder import check_editor_names
 from lm_edit.studies.sweep.identity import (
@@ -202,6 +208,8 @@ def external_scorer(config: SweepConfig) -> Any:
 
 CheckpointHook = Callable[[str, int, Any], None]
 ResultsHook = Callable[[str, int, dict[str, Any]], None]
+Evaluate = Callable[[Any, SweepConfig, Any], dict[str, Any]]
+LoadModel = Callable[[SweepConfig, str], Any]
 
 
 @dataclass
@@ -211,15 +219,17 @@ class Sweep:
     config: SweepConfig
     state: SweepState
     task_manager: Any
-    evaluate: Callable[[Any, SweepConfig, Any], dict[str, Any]] = evaluate_live
+    evaluate: Evaluate = evaluate_live
     on_checkpoint: CheckpointHook | None = None
     log_results: ResultsHook | None = None
+    load: LoadModel | None = None
     events: list[tuple[str, int, str]] = field(default_factory=list)
     scorer: Any = None
     tasks_checked: bool = False
 
     def run(self) -> list[tuple[str, int, str]]:
-        """Run (or resume) every editor; return (editor, n_edits, "evaluated"/"skipped")."""
+        """Run (or resume) every editor no other process holds; return (editor, n_edits,
+        "evaluated"/"skipped"/"elsewhere"), "elsewhere" for another process's editor."""
         config = self.config
         total = len(config.editors) * len(config.checkpoints) + 1
         done = sum(self.state.is_done(e, k) for e in config.editors for k in config.checkpoints)
@@ -227,18 +237,46 @@ class Sweep:
         self.scorer = external_scorer(config)
         with tqdm(total=total, initial=done, desc="sweep checkpoints", unit="ckpt") as bar:
             for editor in config.editors:
-                self._run_editor(editor, bar)
+                with claim(self.state.root, editor) as mine:
+                    self.state.refresh()
+                    if mine:
+                        self._run_editor(editor, bar)
+                    else:
+                        self._elsewhere(editor)
         return self.events
 
+    def _elsewhere(self, editor: str) -> None:
+        """Note the checkpoints of an editor another process is running."""
+        logger.info("Editor %s is being run by another process: left to it", editor)
+        for k in self.config.checkpoints:
+            status = "skipped" if self.state.is_done(editor, k) else "elsewhere"
+            self.events.append((editor, k, status))
+
+    def _claim_unedited(self, editor: str, stack: ExitStack) -> bool:
+        """Whether this run evaluates the unedited model: the first editor's run does, once
+        (a claim keeps two processes with their editors in other orders from both doing
+        it)."""
+        if editor != self.config.editors[0] or self.state.is_done(UNEDITED, 0):
+            return False
+        if not stack.enter_context(claim(self.state.root, UNEDITED)):
+            self.events.append((UNEDITED, 0, "elsewhere"))
+            return False
+        self.state.refresh()
+        return not self.state.is_done(UNEDITED, 0)
+
     def _run_editor(self, editor: str, bar: tqdm) -> None:
+        with ExitStack() as stack:
+            unedited_todo = self._claim_unedited(editor, stack)
+            self._run_stream(editor, unedited_todo, bar)
+
+    def _run_stream(self, editor: str, unedited_todo: bool, bar: tqdm) -> None:
         config, state = self.config, self.state
         todo = [k for k in config.checkpoints if not state.is_done(editor, k)]
-        unedited_todo = not state.is_done(UNEDITED, 0)
         self.events += [(editor, k, "skipped") for k in config.checkpoints if k not in todo]
         if not todo and not unedited_todo:
             logger.info("Editor %s: every checkpoint is finished, skipped", editor)
             return
-        lm = load_model(config, editor)
+        lm = (self.load or load_model)(config, editor)
         if not self.tasks_checked:
             check_tasks_load(config, self.task_manager)
             self.tasks_checked = True
@@ -305,18 +343,16 @@ def run_sweep(
     config: SweepConfig,
     task_manager: Any = None,
     on_checkpoint: CheckpointHook | None = None,
-    evaluate: Callable[[Any, SweepConfig, Any], dict[str, Any]] = evaluate_live,
+    evaluate: Evaluate = evaluate_live,
     log_results: ResultsHook | None = None,
+    load: LoadModel | None = None,
 ) -> tuple[SweepState, list[tuple[str, int, str]]]:
-    """Run or resume the sweep described by ``config``; return its state and events.
-    ``log_results(editor, n_edits, results)`` sees every evaluated checkpoint's output."""
-    with sweep_folder_lock(config.output_path):
-        state = SweepState.open(
-            config.output_path,
-            config.fingerprinted(),
-            config.overwrite,
-            config.editor_arguments(),
-        )
+    """Run or resume the sweep described by ``config``, beside any other process working
+    on the same sweep; return its state and events. ``log_results(editor, n_edits,
+    results)`` sees every evaluated checkpoint's output; ``load`` replaces
+    :func:`load_model`."""
+    with sweep_folder_lock(config.output_path, shared=not config.overwrite):
+        state = open_state(config)
         sweep = Sweep(
             config,
             state,
@@ -324,5 +360,16 @@ def run_sweep(
             evaluate=evaluate,
             on_checkpoint=on_checkpoint,
             log_results=log_results,
+            load=load,
         )
         return state, sweep.run()
+
+
+def open_state(config: SweepConfig) -> SweepState:
+    """Resume or start the sweep's folder state (refusing a folder of another sweep)."""
+    return SweepState.open(
+        config.output_path,
+        config.fingerprinted(),
+        config.overwrite,
+        config.editor_arguments(),
+    )
