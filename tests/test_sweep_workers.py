@@ -130,7 +130,6 @@ def test_two_local_workers_give_the_study_of_one_process(tmp_path, monkeypatch):
 
 
 def test_submitit_jobs_give_the_study_of_one_process(tmp_path, monkeypatch):
-    pytest.importorskip("submitit")
     start = submitit_start({"cluster": "local", "timeout_min": "10"}, 2)
     _sweep_in_one_and_in_two(tmp_path, monkeypatch, start)
     _assert_same_study(tmp_path)
