@@ -28,8 +28,10 @@ class OneTokenFactLM(FactLM):
             context, kwargs = request.args
             prompt, answer = self._answer(context)
             rest = answer[len(context) - len(prompt) :]
-            words = re.findall(r"\s*\S+", rest)[: kwargs["max_gen_toks"]]
-            out.append("".join(words))
+            text = "".join(re.findall(r"\s*\S+", rest)[: kwargs["max_gen_toks"]])
+            for stop in kwargs["until"]:  # as HFLM: the text is cut at a stop string
+                text = text.split(stop)[0]
+            out.append(text)
         return out
 
 
@@ -49,6 +51,14 @@ def test_every_answer_position_records_the_unedited_argmax():
     model = OneTokenFactLM({PROMPT: "New York"})
     steps = unedited_argmax_steps(model, [REQUEST])
     assert steps == {("c", 0): [[PROMPT, " New"], [PROMPT + " New", " York"]]}
+
+
+def test_a_line_break_argmax_is_a_position_like_any_other():
+    """EasyEdit counts every position of the gold answer; a stop at the line break would
+    lose the one where the unedited model's argmax starts a new line."""
+    model = OneTokenFactLM({PROMPT: "New\nYork"})
+    steps = unedited_argmax_steps(model, [REQUEST])
+    assert steps == {("c", 0): [[PROMPT, " New"], [PROMPT + " New", "\nYork"]]}
 
 
 def test_an_unchanged_model_keeps_every_argmax_and_a_changed_one_loses_some():

@@ -5,14 +5,14 @@ EasyEdit feeds ``prompt + " " + gold`` to the model before and after editing, ta
 argmax token at every answer position, and reports the share of positions where the two
 agree. Here the unedited model's argmax at each position is its one-token greedy
 continuation of the prompt plus the gold answer's earlier tokens (taken through HFLM's
-generation before any edit); after editing, a loglikelihood request for that token at the
+generation before any edit, with no stop string but the end of text, so that a line break
+is an argmax like any other token); after editing, a loglikelihood request for that token at the
 same context reports, through its greedy flag, whether the argmax is still the same.
 
 Positions are the gold answer's token boundaries that survive lm-eval's tokenisation (the
 contexts of :func:`~lm_edit.evaluation.teacher_forcing.forced_steps`); a position whose
-unedited argmax is the end of text or a line break (generation returns nothing), or whose
-token merges with the context when re-encoded, cannot be asked and is left out (counted in
-the log).
+unedited argmax is the end of text (generation returns nothing), or whose token merges
+with the context when re-encoded, cannot be asked and is left out (counted in the log).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def unedited_argmax_steps(lm: Any, requests: list[EditRequest]) -> dict[Key, lis
         Instance(
             "generate_until",
             {},
-            (context, {"until": ["\n"], "max_gen_toks": 1, "do_sample": False}),
+            (context, {"until": [], "max_gen_toks": 1, "do_sample": False}),
             position,
         )
         for position, (_, context) in enumerate(contexts)
@@ -78,7 +78,7 @@ def unedited_argmax_steps(lm: Any, requests: list[EditRequest]) -> dict[Key, lis
     if dropped:
         logger.info(
             "locality_tf_same_argmax: %d of %d answer positions left out (the unedited argmax "
-            "ends the line or text, or merges with the context)",
+            "ends the text or merges with the context)",
             dropped,
             len(contexts),
         )
