@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from lm_edit.studies.sweep.claims import claim
 from lm_edit.studies.sweep.cluster import executor_parameters, submitit_start
@@ -35,6 +37,18 @@ def importable(monkeypatch: pytest.MonkeyPatch) -> None:
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{path}" if path else str(ROOT))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """This process computes with one thread as the workers do: float sums split over
+    another number of threads differ in their last bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _config(out: Path, **changes: Any) -> SweepConfig:
