@@ -23,28 +23,31 @@ SCORES = {
 }
 
 
-def _results(a: float, b: float, rel: float, individual: float | None) -> dict:
+def _results(
+    a: float, b: float, rel: float, individual: float | None, capability: bool = True
+) -> dict:
     edit = {"alias": "zsre_edit", "sample_len": 9, "reliability_tf_em,none": rel}
     edit["reliability_tf_em_stderr,none"] = "N/A"
     if individual is not None:
         edit["reliability_tf_em_individual,none"] = individual
-    return {
-        "results": {
-            "cap_a": {"alias": "cap_a", "acc,none": a, "acc_stderr,none": 0.01},
-            "cap_b": {"alias": "cap_b", "exact_match,strict": b},
-            "zsre_edit": edit,
-        },
-        "group_subtasks": {"cap_a": [], "cap_b": [], "zsre_edit": []},
+    results = {
+        "cap_a": {"alias": "cap_a", "acc,none": a, "acc_stderr,none": 0.01},
+        "cap_b": {"alias": "cap_b", "exact_match,strict": b},
+        "zsre_edit": edit,
     }
+    if not capability:
+        results = {"zsre_edit": edit}
+    return {"results": results, "group_subtasks": {task: [] for task in results}}
 
 
-def make_sweep(root: Path) -> Path:
-    """A sweep folder as `lm-edit sweep` writes it, with the numbers of SCORES."""
+def make_sweep(root: Path, scores: dict | None = None, capability: bool = True) -> Path:
+    """A sweep folder as `lm-edit sweep` writes it, with the numbers of ``scores``
+    (default SCORES); ``capability=False`` leaves the capability tasks out."""
     checkpoints = {}
-    for (editor, n), values in SCORES.items():
+    for (editor, n), values in (scores or SCORES).items():
         folder = "unedited" if editor == "unedited" else f"{editor}/edits_{n:04d}"
         (root / folder).mkdir(parents=True)
-        results = _results(*values)
+        results = _results(*values, capability=capability)
         matrix = {"parameter": "model.layers.5.mlp.down_proj.weight", "layer": 5}
         results["lm_edit_sweep"] = {
             "drift_per_matrix": [
@@ -108,6 +111,18 @@ def test_leaderboard_ranks_by_capability_retained(tmp_path):
     assert rome[5] == pytest.approx(60.0)
     at_one = leaderboard(rows, at=1)
     assert [r[3] for r in at_one.rows] == pytest.approx([100.0, 100.0, 100.0])
+
+
+def test_without_capability_tasks_the_leaderboard_ranks_by_edit_success(tmp_path):
+    scores = {
+        ("unedited", 0): (0, 0, 0.10, None),
+        ("weak", 10): (0, 0, 0.15, 0.15),
+        ("strong", 10): (0, 0, 0.90, 0.95),
+        ("middle", 10): (0, 0, 0.50, 0.60),
+    }
+    board = leaderboard(load_sweeps([make_sweep(tmp_path / "s", scores, capability=False)]))
+    assert [r[1] for r in board.rows] == ["unedited", "strong", "middle", "weak"]
+    assert [r[5] for r in board.rows] == pytest.approx([10.0, 90.0, 50.0, 15.0])
 
 
 def test_two_sweeps_keep_editors_apart(tmp_path):

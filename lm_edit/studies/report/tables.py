@@ -218,7 +218,8 @@ def default_at(rows: list[Checkpoint]) -> int:
 
 def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
     """Editors ranked by capability retained at ``at`` edits (mean over tasks of score /
-    unedited score), beside edit success; the unedited model is the first row."""
+    unedited score), then by edit success (the ranking of a study without capability
+    tasks); the unedited model is the first row."""
     at = default_at(rows) if at is None else at
     tasks = capability_tasks(rows)
     metrics = {task: primary_metric(rows, task) for task in tasks}
@@ -240,7 +241,16 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
         return None if success is None else _pct(row.scores.get(success[0], {}).get(success[1]))
 
     candidates = [r for r in rows if r.n_edits == at and r.editor.split(" ")[0] != UNEDITED]
-    candidates.sort(key=lambda r: -(retained(r) or float("-inf")))
+
+    def order(row: Checkpoint) -> tuple[float, float]:
+        """Capability retained first (missing last), then edit success."""
+        kept, won = retained(row), succeeded(row)
+        return (
+            -kept if kept is not None else float("inf"),
+            -won if won is not None else float("inf"),
+        )
+
+    candidates.sort(key=order)
     header = ["rank", "editor", "#edits", "capability retained (%)", "capability avg (%)"]
     header.append(f"edit success: {success[0]} {success[1]} (%)" if success else "edit success")
     ranked = [
@@ -255,7 +265,8 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
         for i, row in enumerate([*base.values(), *candidates], start=1 - len(base))
     ]
     note = (
-        f"Ranked at {at} edits. Capability retained: mean over the capability tasks of the "
-        "editor's score divided by the unedited model's score on the same task."
+        f"Ranked at {at} edits by capability retained, then by edit success. Capability "
+        "retained: mean over the capability tasks of the editor's score divided by the "
+        "unedited model's score on the same task."
     )
     return Table(f"Leaderboard at {at} edits", header, ranked, note)
