@@ -17,8 +17,12 @@ lm-edit sweep --model_args pretrained=smollm2-135m,edit_data=zsre --editors rome
                                       sequential-editing study: evaluate at each checkpoint
 lm-edit sweep ... --workers 2          the same sweep over two local processes (one GPU
                                       each); --slurm partition=gpu submits Slurm jobs
+lm-edit sweep ... --editors grace,rome --grid eps=0.5,1,3
+                                      one GRACE run per eps (ROME, without eps, runs once)
 lm-edit report runs/s1 --output docs/s1
                                       tables, plots, leaderboard (Markdown and HTML)
+lm-edit save --model_args pretrained=smollm2-135m,editor=rome,n_edits=5 --output edited/
+                                      write the edited model for lm_eval --model hf
 """
 
 from __future__ import annotations
@@ -122,6 +126,7 @@ def _lite_ids(args: argparse.Namespace) -> int:
 def _sweep_config(args: argparse.Namespace) -> Any:
     from lm_eval._cli.utils import key_val_to_dict
 
+    from lm_edit.studies.sweep.grid import parse_grid
     from lm_edit.studies.sweep.runner import SweepConfig
 
     return SweepConfig(
@@ -145,6 +150,7 @@ def _sweep_config(args: argparse.Namespace) -> Any:
         ppl_model=args.ppl_model,
         ppl_max_new_tokens=args.ppl_max_new_tokens,
         overwrite=args.overwrite,
+        grid=parse_grid(args.grid or []),
     )
 
 
@@ -183,7 +189,7 @@ def _sweep_workers(args: argparse.Namespace, config: Any) -> int:
         from lm_edit.studies.sweep.cluster import submitit_start
 
         options = simple_parse_args_string(args.slurm) if args.slurm else {}
-        n_jobs = args.workers or len(config.editors)
+        n_jobs = args.workers or len(config.run_names)
         start = submitit_start({k: str(v) for k, v in options.items()}, n_jobs)
     else:
         start = partial(local_workers, n=args.workers)
@@ -264,6 +270,13 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser("sweep", help="evaluate sequential edits at checkpoints (resumable)")
     sweep.add_argument("--model_args", required=True, help="edited-hf arguments, k=v,...")
     sweep.add_argument("--editors", required=True, help="comma-separated, e.g. rome,memit")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        metavar="NAME=V1,V2,...",
+        help="run each editor that takes hyperparameter NAME once per value, as runs named "
+        "<editor>-NAME=V (repeat for several hyperparameters: every combination)",
+    )
     sweep.add_argument("--checkpoints", required=True, help="edit counts, e.g. 1,10,20,100")
     sweep.add_argument("--tasks", required=True, help="comma-separated lm-eval tasks")
     sweep.add_argument("--output_path", required=True, type=Path, help="the sweep folder")
@@ -299,11 +312,35 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         " (pip install 'lm-edit[cluster]')",
     )
     sweep.set_defaults(run=_sweep)
+    save = sub.add_parser(
+        "save", help="apply edits and write the edited model for --model hf (weight edits only)"
+    )
+    save.add_argument("--model_args", required=True, help="edited-hf arguments, k=v,...")
+    save.add_argument("--output", type=Path, required=True, help="folder to write")
+    save.add_argument("--device")
+    save.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier lm-edit save output"
+    )
+    save.set_defaults(run=_save)
     report = sub.add_parser("report", help="tables, plots and leaderboard of sweep folders")
     report.add_argument("sweeps", type=Path, nargs="+", help="sweep folders")
     report.add_argument("--output", type=Path, required=True, help="report folder")
     report.add_argument("--at", type=int, help="#edits for the leaderboard (default: largest)")
     report.set_defaults(run=_report)
+
+
+def _save(args: argparse.Namespace) -> int:
+    from lm_eval._cli.utils import key_val_to_dict
+
+    from lm_edit.saving import save_edited
+
+    model_args = key_val_to_dict(args.model_args)
+    if args.device:
+        model_args["device"] = args.device
+    folder = save_edited(model_args, args.output, overwrite=args.overwrite)
+    print(f"wrote the edited model to {folder}; evaluate it with:")
+    print(f"  lm_eval --model hf --model_args pretrained={folder} --tasks ...")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

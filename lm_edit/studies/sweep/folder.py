@@ -14,7 +14,7 @@ from lm_edit.editors.config import known_editors
 
 logger = logging.getLogger(__name__)
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*")
 """What an editor name may look like: it is a folder name in the sweep folder."""
 
 UNEDITED = "unedited"

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from lm_edit.studies.sweep.claims import claim
 from lm_edit.studies.sweep.drift import added_parameters, drift_summary, parameter_drift
 from lm_edit.studies.sweep.folder import check_editor_names
+from lm_edit.studies.sweep.grid import Run, check_grid, expand
 from lm_edit.studies.sweep.identity import (
     editor_model_args,
     model_args_for,
@@ -69,6 +70,7 @@ class SweepConfig:
     ppl_model: str | None = None
     ppl_max_new_tokens: int = 32
     overwrite: bool = False
+    grid: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, why in RESERVED_MODEL_ARGS.items():
@@ -89,6 +91,7 @@ class SweepConfig:
                 f"model_args set {', '.join(unclaimed)}, which none of the sweep's editors "
                 f"({', '.join(self.editors)}) takes; remove it or add an editor that takes it."
             )
+        check_grid(self.grid, self.editors, self.model_args)
         self.checkpoints = sorted(set(self.checkpoints))
         self.output_path = Path(self.output_path)
         if isinstance(self.batch_size, str) and self.batch_size.isdigit():
@@ -97,13 +100,35 @@ class SweepConfig:
     def fingerprinted(self) -> dict[str, Any]:
         """The arguments that decide every checkpoint's numbers, ``model_args`` normalised
         (editor hyperparameters are recorded per editor, see :mod:`.identity`)."""
-        skip = {"editors", "checkpoints", "output_path", "overwrite", "log_samples"}
+        skip = {"editors", "checkpoints", "output_path", "overwrite", "log_samples", "grid"}
         arguments = {k: v for k, v in asdict(self).items() if k not in skip}
         return {**arguments, "model_args": shared_model_args(self.model_args)}
 
+    @property
+    def runs(self) -> list[Run]:
+        """The sweep's streams: one per editor and combination of ``--grid`` values."""
+        return expand(self.editors, self.grid)
+
+    @property
+    def run_names(self) -> list[str]:
+        """The runs' names (their folders and manifest keys), in order."""
+        return [run.name for run in self.runs]
+
+    def run(self, name: str) -> Run:
+        """The run called ``name``."""
+        for run in self.runs:
+            if run.name == name:
+                return run
+        raise KeyError(f"no run {name!r} in this sweep; runs: {', '.join(self.run_names)}")
+
+    def run_model_args(self, run: Run) -> dict[str, Any]:
+        """``model_args`` with the run's grid settings."""
+        return {**self.model_args, **run.settings}
+
     def editor_arguments(self) -> dict[str, dict[str, Any]]:
-        """Per editor, the hyperparameters ``model_args`` change (see :mod:`.identity`)."""
-        return {editor: editor_model_args(editor, self.model_args) for editor in self.editors}
+        """Per run, the hyperparameters ``model_args`` and the grid change (see
+        :mod:`.identity`)."""
+        return {r.name: editor_model_args(r.editor, self.run_model_args(r)) for r in self.runs}
 
     @property
     def n_edits(self) -> int:
@@ -111,18 +136,20 @@ class SweepConfig:
         return self.checkpoints[-1]
 
 
-def load_model(config: SweepConfig, editor: str) -> Any:
-    """An ``edited-hf`` model with the sweep's edits planned but none applied."""
+def load_model(config: SweepConfig, name: str) -> Any:
+    """An ``edited-hf`` model for run ``name`` with the sweep's edits planned but none
+    applied."""
     from lm_edit.evaluation.model import EditedLM
 
+    run = config.run(name)
     device = {} if config.device is None else {"device": config.device}
     return EditedLM(
         defer_edits=True,
-        editor=editor,
+        editor=run.editor,
         n_edits=config.n_edits,
         batch_size=config.batch_size,
         **device,
-        **model_args_for(editor, config.model_args),
+        **model_args_for(run.editor, config.run_model_args(run)),
     )
 
 
@@ -231,12 +258,13 @@ class Sweep:
         """Run (or resume) every editor no other process holds; return (editor, n_edits,
         "evaluated"/"skipped"/"elsewhere"), "elsewhere" for another process's editor."""
         config = self.config
-        total = len(config.editors) * len(config.checkpoints) + 1
-        done = sum(self.state.is_done(e, k) for e in config.editors for k in config.checkpoints)
+        names = config.run_names
+        total = len(names) * len(config.checkpoints) + 1
+        done = sum(self.state.is_done(e, k) for e in names for k in config.checkpoints)
         done += self.state.is_done(UNEDITED, 0)
         self.scorer = external_scorer(config)
         with tqdm(total=total, initial=done, desc="sweep checkpoints", unit="ckpt") as bar:
-            for editor in config.editors:
+            for editor in names:
                 with claim(self.state.root, editor) as mine:
                     self.state.refresh()
                     if mine:
@@ -256,7 +284,7 @@ class Sweep:
         """Whether this run evaluates the unedited model: the first editor's run does, once
         (a claim keeps two processes with their editors in other orders from both doing
         it)."""
-        if editor != self.config.editors[0] or self.state.is_done(UNEDITED, 0):
+        if editor != self.config.run_names[0] or self.state.is_done(UNEDITED, 0):
             return False
         if not stack.enter_context(claim(self.state.root, UNEDITED)):
             self.events.append((UNEDITED, 0, "elsewhere"))

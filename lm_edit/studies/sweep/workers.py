@@ -147,5 +147,5 @@ def unfinished(config: SweepConfig) -> Sequence[str]:
     """The checkpoints of the sweep its manifest does not list as finished."""
     state = SweepState(config.output_path, plain(config.fingerprinted()))
     state.refresh()
-    wanted = [(UNEDITED, 0)] + [(e, k) for e in config.editors for k in config.checkpoints]
+    wanted = [(UNEDITED, 0)] + [(e, k) for e in config.run_names for k in config.checkpoints]
     return [checkpoint_key(e, k) for e, k in wanted if not state.is_done(e, k)]
