@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import torch
 from torch import nn
@@ -98,3 +99,16 @@ def run_until_stop(forward: Callable[[], object]) -> None:
     """Call ``forward`` and swallow the :class:`StopForward` a capture hook may raise."""
     with suppress(StopForward):
         forward()
+
+
+def watch_cache(set_continuing: Callable[[bool], None]) -> Callable[..., None]:
+    """A model forward pre-hook (register with ``with_kwargs=True``) that calls
+    ``set_continuing`` with whether the pass extends a non-empty key-value cache (a
+    generation step after the first), for adaptors that carry state across such passes."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        cache = kwargs.get("past_key_values")
+        length = getattr(cache, "get_seq_length", None)
+        set_continuing(bool(length is not None and length() > 0))
+
+    return hook

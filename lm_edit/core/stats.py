@@ -276,3 +276,21 @@ def sample_model_texts(model, tokenizer, spec: StatsSpec) -> list[str]:
             progress.update(n)
         progress.close()
     return texts
+
+
+def passage_ids(
+    model, tokenizer, source: str, count: int, max_tokens: int, seed: int, what: str
+) -> tuple[list[list[int]], str]:
+    """Token ids of ``count`` passages of at most ``max_tokens`` tokens from ``source``
+    (``auto``, ``wikitext``, ``model`` or a file, as for statistics), and the source used;
+    ``what`` names the setting in the error raised when no passage is left."""
+    spec = StatsSpec(
+        source=source, samples=count, model_samples=count, max_length=max_tokens, seed=seed
+    )
+    resolved = resolve_source(spec.source)
+    texts = load_texts(model, tokenizer, resolved, spec, model_fingerprint(model))
+    rows = [list(tokenizer(t)["input_ids"])[:max_tokens] for t in texts]
+    rows = [r for r in rows if len(r) > 1]
+    if not rows:
+        raise ValueError(f"{what}={source!r} gave no text.")
+    return rows, resolved

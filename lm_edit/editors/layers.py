@@ -30,3 +30,20 @@ def resolve_layers(config: LayerChoice, num_layers: int) -> list[int]:
             f"layers={bad} is outside the model, which has layers 0..{num_layers - 1}."
         )
     return sorted(set(layers))
+
+
+def one_block(layer: int | None, layer_fraction: float, num_layers: int, editor: str) -> int:
+    """The one block an editor wraps: ``layer``, or ``round(layer_fraction * depth)``
+    without it; validated against the model's depth."""
+    if layer is None:
+        layer = max(0, min(num_layers - 1, round(layer_fraction * num_layers)))
+    if layer >= num_layers:
+        raise ValueError(
+            f"{editor}: layer={layer} is outside the model, which has layers 0..{num_layers - 1}."
+        )
+    return layer
+
+
+def mlp_module_path(anatomy, layer: int, module: str) -> str:
+    """Path of block ``layer``'s MLP input (``mlp_in``) or output (``mlp_out``) projection."""
+    return anatomy.mlp_in_name(layer) if module == "mlp_in" else anatomy.mlp_out_name(layer)

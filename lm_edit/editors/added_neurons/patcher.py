@@ -41,10 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_edit.core.arguments import argument
-from lm_edit.core.fingerprint import model_fingerprint
 from lm_edit.core.hooks import capture_inputs, run_until_stop
 from lm_edit.core.record import EditRecord
-from lm_edit.core.stats import StatsSpec, load_texts, resolve_source
+from lm_edit.core.stats import StatsSpec, passage_ids
 from lm_edit.core.tokens import pad_batch
 from lm_edit.core.training import frozen, seeded, target_nll
 from lm_edit.data.requests import EditRequest
@@ -142,24 +141,22 @@ class PatcherEditor(Editor):
         path = mlp_path(self.anatomy, model, self.layer(model))
         if self._text_memory is not None:
             return
-        spec = StatsSpec(
-            source=self.config.memory_source,
-            samples=self.config.memory_passages,
-            model_samples=self.config.memory_passages,
-            max_length=self.config.memory_max_length,
-            seed=self.seed,
+        config = self.config
+        rows, source = passage_ids(
+            model,
+            tokenizer,
+            config.memory_source,
+            config.memory_passages,
+            config.memory_max_length,
+            self.seed,
+            "memory_source",
         )
-        source = resolve_source(spec.source)
-        texts = load_texts(model, tokenizer, source, spec, model_fingerprint(model))
-        rows = [list(tokenizer(t)["input_ids"])[: spec.max_length] for t in texts]
-        rows = [r for r in rows if len(r) > 1]
-        if not rows:
-            raise ValueError(f"memory_source={spec.source!r} gave no text for the memory.")
+        batch_size = StatsSpec().batch_size
         device = next(model.parameters()).device
         module = model.get_submodule(path)
         found = []
-        for start in range(0, len(rows), spec.batch_size):
-            batch = pad_batch(rows[start : start + spec.batch_size]).to(device)
+        for start in range(0, len(rows), batch_size):
+            batch = pad_batch(rows[start : start + batch_size]).to(device)
             with torch.no_grad(), capture_inputs({path: module}, stop_after=path) as got:
                 run_until_stop(
                     lambda b=batch: model(input_ids=b.input_ids, attention_mask=b.attention_mask)

@@ -35,6 +35,7 @@ from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
 from lm_edit.editors.codebook.adaptor import CodebookAdaptor
 from lm_edit.editors.codebook.rules import place
+from lm_edit.editors.layers import mlp_module_path, one_block
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,8 @@ class GraceEditor(Editor):
     def module_path(self, model: nn.Module) -> str:
         """Path of the wrapped module (validated against the model's depth)."""
         depth = self.anatomy.num_layers(model)
-        layer = self.config.layer
-        if layer is None:
-            layer = max(0, min(depth - 1, round(self.config.layer_fraction * depth)))
-        if layer >= depth:
-            raise ValueError(
-                f"layer={layer} is outside the model, which has layers 0..{depth - 1}."
-            )
-        if self.config.module == "mlp_in":
-            return self.anatomy.mlp_in_name(layer)
-        return self.anatomy.mlp_out_name(layer)
+        layer = one_block(self.config.layer, self.config.layer_fraction, depth, "GRACE")
+        return mlp_module_path(self.anatomy, layer, self.config.module)
 
     def adaptor(self, model: nn.Module, record: EditRecord) -> CodebookAdaptor:
         """The adaptor at the chosen module, put in place on the first batch."""

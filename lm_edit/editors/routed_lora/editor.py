@@ -27,18 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_edit.core.arguments import argument
+from lm_edit.core.hooks import watch_cache
 from lm_edit.core.record import EditRecord
 from lm_edit.core.tokens import prompt_and_target
 from lm_edit.core.training import frozen, seeded, target_nll, teacher_forced
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
+from lm_edit.editors.layers import mlp_module_path
 from lm_edit.editors.routed_lora.database import VectorDatabase
-from lm_edit.editors.routed_lora.routing import (
-    RoutedRanks,
-    RouterAdaptor,
-    Routing,
-    continuing_pass,
-)
+from lm_edit.editors.routed_lora.routing import RoutedRanks, RouterAdaptor, Routing
 
 ADAPTER = "melo"
 """The adapter name inside every peft LoRA layer MELO adds."""
@@ -91,9 +88,8 @@ class MeloEditor(Editor):
         return router, sorted(set(lora))
 
     def module_path(self, model: nn.Module, layer: int) -> str:
-        if self.config.module == "mlp_in":
-            return self.anatomy.mlp_in_name(layer)
-        return self.anatomy.mlp_out_name(layer)
+        """Path of the chosen module of block ``layer``."""
+        return mlp_module_path(self.anatomy, layer, self.config.module)
 
     def router(self, model: nn.Module, record: EditRecord) -> RouterAdaptor:
         """The router, with the LoRA layers and the cache pre-hook, put in place on the
@@ -110,7 +106,8 @@ class MeloEditor(Editor):
             target = self.module_path(model, layer)
             record.set_module(model, target, self._lora(model.get_submodule(target), routing))
         record.set_module(model, path, adaptor)
-        record.add_hook(model, "", continuing_pass(routing), pre=True, with_kwargs=True)
+        watch = watch_cache(lambda extends: setattr(routing, "continuing", extends))
+        record.add_hook(model, "", watch, pre=True, with_kwargs=True)
         adaptor.next_block = 0
         return adaptor
 

@@ -8,7 +8,7 @@ position: an edit keyed at its prompt's last token routes that token and the ans
 after it, whether lm-eval scores prompt and answer as one sequence or generates from the
 prompt. A pass that continues a key-value cache (generation after the first step)
 carries each row's block over from the previous pass (:class:`Routing` learns this from
-a pre-hook on the model, :func:`continuing_pass`).
+a pre-hook on the model, :func:`lm_edit.core.hooks.watch_cache`).
 
 :class:`RoutedRanks` wraps a peft LoRA layer's ``lora_A``: its output (one column per
 rank) is multiplied by the routing mask, which keeps the ranks of each position's block,
@@ -18,8 +18,6 @@ of B by ``sqrt(num_block)`` each; the product, its output and its gradients are 
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
@@ -67,18 +65,6 @@ class Routing:
         rank_block = rank_block // self.rank_per_block
         chosen = self.blocks.to(device).unsqueeze(-1) == rank_block
         return chosen.to(dtype) * float(self.num_block)
-
-
-def continuing_pass(routing: Routing):
-    """A model pre-hook (with kwargs) that tells ``routing`` whether this pass extends a
-    non-empty key-value cache."""
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        cache = kwargs.get("past_key_values")
-        length = getattr(cache, "get_seq_length", None)
-        routing.continuing = bool(length is not None and length() > 0)
-
-    return hook
 
 
 class RouterAdaptor(nn.Module):
