@@ -23,6 +23,9 @@ lm-edit report runs/s1 --output docs/s1
                                       tables, plots, leaderboard (Markdown and HTML)
 lm-edit save --model_args pretrained=smollm2-135m,editor=rome,n_edits=5 --output edited/
                                       write the edited model for lm_eval --model hf
+lm-edit train mend --model_args pretrained=gpt2-xl --train_data zsre --output mend-gpt2-xl/
+                                      train MEND's network (resumable); then edit with
+                                      editor=mend,editor_checkpoint=mend-gpt2-xl/
 """
 
 from __future__ import annotations
@@ -343,6 +346,88 @@ def _save(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_mend(args: argparse.Namespace) -> int:
+    from lm_eval._cli.utils import key_val_to_dict
+
+    from lm_edit.editors.learned.command import run_train_mend
+    from lm_edit.editors.learned.training import TrainSettings
+
+    given = {name: getattr(args, name) for name in _TRAIN_FLAGS}
+    settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
+    model_args = key_val_to_dict(args.model_args)
+    if args.device:
+        model_args["device"] = args.device
+    try:
+        report = run_train_mend(
+            model_args,
+            args.train_data,
+            args.output,
+            settings,
+            split=args.train_split,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nlm-edit train mend: interrupted; {args.output} keeps the last checkpoint, and "
+            "the same command continues from it.",
+            file=sys.stderr,
+        )
+        return 130
+    final = report["final"]
+    print(f"MEND network after {final['step']} steps: {args.output}")
+    print(
+        "validation ({cases} cases): edit success {edit_success}, generality {generality}, "
+        "locality {locality}".format(**final)
+    )
+    print(f"edit with: --model_args ...,editor=mend,editor_checkpoint={args.output}")
+    return 0
+
+
+_TRAIN_FLAGS: dict[str, tuple[type, str]] = {
+    "steps": (int, "optimiser updates (default 10000)"),
+    "batch_size": (int, "edits per update (default 10)"),
+    "lr": (float, "Adam learning rate of the network (default 1e-6)"),
+    "lr_lr": (float, "Adam learning rate of the step sizes (default 1e-4)"),
+    "edit_lr": (float, "initial step size of every edited weight (default 1e-4)"),
+    "c_edit": (float, "weight of the edit loss (default 0.1)"),
+    "c_loc": (float, "weight of the locality KL (default 1.0)"),
+    "grad_clip": (float, "largest gradient norm (default 100)"),
+    "rank": (int, "rank of the network's layers (default 1920)"),
+    "n_hidden": (int, "hidden layers of the network (default 1)"),
+    "val_every": (int, "steps between validations (default 100)"),
+    "val_cases": (int, "held-out validation cases (default 100)"),
+    "checkpoint_every": (int, "steps between checkpoints (default: val_every)"),
+    "seed": (int, "seed of the split, case order and network (default 0)"),
+}
+"""``lm-edit train mend`` flags: the fields of ``TrainSettings`` (declared here so that
+building the parser imports nothing heavy; a test keeps the two in step)."""
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train an editor that learns to edit")
+    kinds = train.add_subparsers(dest="editor", required=True)
+    mend = kinds.add_parser(
+        "mend",
+        help="train MEND's gradient transform (resumable: run again to continue)",
+        description="Train MEND's network on edit data. --output holds the checkpoint "
+        "(written every --checkpoint_every steps; the same command run again continues "
+        "from it) and the final validation.",
+    )
+    mend.add_argument(
+        "--model_args",
+        required=True,
+        help="pretrained=...[,device=...,dtype=...,layers=...,layer_count=...,modules=...]",
+    )
+    mend.add_argument("--train_data", required=True, help="edit data: built-in name, file, Hub id")
+    mend.add_argument("--train_split", help="Hub split of --train_data")
+    mend.add_argument("--output", type=Path, required=True, help="the run's folder")
+    mend.add_argument("--device", help="shorthand for device= in --model_args")
+    mend.add_argument("--no_progress", action="store_true", help="no progress bar")
+    for name, (kind, text) in _TRAIN_FLAGS.items():
+        mend.add_argument(f"--{name}", type=kind, help=text)
+    mend.set_defaults(run=_train_mend)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lm-edit`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -385,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("edited", type=Path, help="lm_eval --output_path after editing")
     compare.set_defaults(run=_capability_compare)
     _add_sweep_parser(sub)
+    _add_train_parser(sub)
     return parser
 
 

@@ -1,7 +1,8 @@
 """Every registered editor satisfies the lifecycle: the edit takes, undo is exact (weights,
 modules and hooks), a failing batch leaves nothing behind, the same seed gives the same
 weights, and bad hyperparameters are refused by name. The tests walk the registry and the
-editor YAMLs, so an editor is covered the day it is added."""
+editor YAMLs, so an editor is covered the day it is added (an editor that learns to edit
+also needs a line in :data:`TRAINED`: how to train its network for the tiny model)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from lm_edit.core.prompts import prompt_hooks, rewrite_prompt
 from lm_edit.core.record import EditRecord, temporarily_unedited
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors import Editor, EditorConfig, known_editors, register_editor
+from lm_edit.editors.learned import MendEditor
 from lm_edit.editors.registry import implementation_of, implementations
 from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
+from tests.mend_fixtures import lifecycle_checkpoint
 
 # The subject ends each prompt: on a tiny random model the subject's last token is then
 # also the position the answer is read from, where a one-layer edit reliably takes.
@@ -56,9 +59,33 @@ def _first_token(tokenizer, target: str) -> int:
     return tokenizer(" " + target)["input_ids"][0]
 
 
-def _stream(name: str, model, tokenizer, seed: int = 0) -> EditStream:
-    settings = implementation_of(name).quick_settings
+def _stream(name: str, model, tokenizer, seed: int = 0, trained=None) -> EditStream:
+    settings = {**implementation_of(name).quick_settings, **(trained(name) if trained else {})}
     return EditStream.create(model, tokenizer, name, seed=seed, **settings)
+
+
+TRAINED = {MendEditor: lifecycle_checkpoint}
+"""Editors that learn to edit, and how to train a network for the tiny Llama whose
+one-step edits of :data:`REQUESTS` take."""
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_tokenizer):
+    """``trained(name)``: the settings editor ``name`` needs beyond its quick settings (a
+    checkpoint, trained on first use), else none."""
+    made: dict[type, dict] = {}
+
+    def settings(name: str) -> dict:
+        editor = implementation_of(name)
+        if editor not in TRAINED:
+            return {}
+        if editor not in made:
+            folder = tmp_path_factory.mktemp(editor.__name__)
+            checkpoint = TRAINED[editor](tiny_tokenizer, folder, REQUESTS)
+            made[editor] = {"editor_checkpoint": str(checkpoint)}
+        return made[editor]
+
+    return settings
 
 
 def test_every_editor_yaml_names_a_registered_implementation():
@@ -69,11 +96,11 @@ def test_every_editor_yaml_names_a_registered_implementation():
 
 
 @pytest.mark.parametrize("name", EDITORS)
-def test_edit_takes_and_undo_is_exact(name, tiny_tokenizer, isolated_cache):
+def test_edit_takes_and_undo_is_exact(name, tiny_tokenizer, isolated_cache, trained):
     model = make_tiny_model("llama", len(tiny_tokenizer))
     before, structure = _state(model), _structure(model)
     logits = [_logits(model, tiny_tokenizer, r.prompt) for r in REQUESTS]
-    stream = _stream(name, model, tiny_tokenizer)
+    stream = _stream(name, model, tiny_tokenizer, trained=trained)
     stream.apply(REQUESTS, batch_size=1, progress=False)
     edited = _state(model)
     if stream.editor.changes_outputs:
@@ -100,10 +127,10 @@ def test_edit_takes_and_undo_is_exact(name, tiny_tokenizer, isolated_cache):
 
 @pytest.mark.parametrize("name", EDITORS)
 def test_a_batch_that_fails_leaves_the_model_as_it_was(
-    name, tiny_tokenizer, isolated_cache, monkeypatch
+    name, tiny_tokenizer, isolated_cache, monkeypatch, trained
 ):
     model = make_tiny_model("llama", len(tiny_tokenizer))
-    stream = _stream(name, model, tiny_tokenizer)
+    stream = _stream(name, model, tiny_tokenizer, trained=trained)
     stream.apply(REQUESTS[:1], progress=False)
     after_first, structure = _state(model), _structure(model)
     edit = type(stream.editor).edit
@@ -120,11 +147,13 @@ def test_a_batch_that_fails_leaves_the_model_as_it_was(
 
 
 @pytest.mark.parametrize("name", EDITORS)
-def test_same_seed_gives_identical_weights(name, tiny_tokenizer, isolated_cache):
+def test_same_seed_gives_identical_weights(name, tiny_tokenizer, isolated_cache, trained):
     states = []
     for _ in range(2):
         model = make_tiny_model("llama", len(tiny_tokenizer))
-        _stream(name, model, tiny_tokenizer, seed=3).apply(REQUESTS, progress=False)
+        _stream(name, model, tiny_tokenizer, seed=3, trained=trained).apply(
+            REQUESTS, progress=False
+        )
         states.append(_state(model))
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

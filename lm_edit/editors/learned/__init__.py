@@ -1,0 +1,10 @@
+"""Editors that learn to edit: MEND's gradient transform (:mod:`.network`), the factors it
+transforms (:mod:`.factors`), its checkpoints (:mod:`.checkpoint`), the editor
+(:mod:`.editor`) and the training behind ``lm-edit train mend`` (:mod:`.training`, with
+its objective, validation and output folder in :mod:`.objective`, :mod:`.validation` and
+:mod:`.run_folder`)."""
+
+from lm_edit.editors.learned.editor import MendConfig, MendEditor
+from lm_edit.editors.learned.network import MendNetwork
+
+__all__ = ["MendConfig", "MendEditor", "MendNetwork"]

@@ -1,0 +1,128 @@
+"""MEND (Mitchell et al., ICLR 2022, "Fast Model Editing at Scale"), after EasyEdit's
+``easyeditor/trainer/algs/MEND.py`` and ``models/mend``: a trained network
+(:mod:`.network`) turns the gradient of the edit loss into a weight edit.
+
+Each batch: the target NLL of every request (its prompt followed by ``" " + target_new``,
+teacher-forced) is back-propagated once through the unedited weights; hooks on the edited
+modules (by default the MLP input and output projections of the last three blocks) record
+each weight's input ``u`` and output gradient ``δ`` at every token position; the network
+from ``editor_checkpoint`` (a folder written by ``lm-edit train mend``) maps them to
+``ũ, δ̃``; and each weight becomes ``W - lr_scale · α · Σ_t δ̃_t ũ_tᵀ`` (``α`` the learned
+step size of that weight). The weights are snapshotted first, so undo is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lm_edit.core.arguments import argument
+from lm_edit.core.record import EditRecord
+from lm_edit.core.training import frozen
+from lm_edit.data.requests import EditRequest
+from lm_edit.editors.base import Editor, EditorConfig, register_editor
+from lm_edit.editors.learned.checkpoint import (
+    TRAIN_HINT,
+    build_network,
+    check_identity,
+    model_identity,
+    read_checkpoint,
+)
+from lm_edit.editors.learned.factors import (
+    EditedWeight,
+    as_stored,
+    edited_weights,
+    gradient_factors,
+    last_blocks,
+    request_rows,
+)
+from lm_edit.editors.learned.network import MendNetwork
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MendConfig(EditorConfig):
+    """Hyperparameters of MEND editing (documented in editors/README.md); the network's
+    own settings come from the checkpoint."""
+
+    editor_checkpoint: str | None = argument(None, help="folder written by lm-edit train mend")
+    layers: tuple[int, ...] = argument((), ge=0, help="blocks edited; empty: the last layer_count")
+    layer_count: int = argument(3, ge=1, help="blocks edited when layers is empty")
+    modules: tuple[Literal["mlp_in", "mlp_out"], ...] = ("mlp_in", "mlp_out")
+    lr_scale: float = argument(1.0, gt=0, help="multiplies the learned step sizes")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.modules or len(set(self.modules)) != len(self.modules):
+            raise ValueError(
+                f"MendConfig: modules={list(self.modules)} must name mlp_in and/or mlp_out, "
+                "each once."
+            )
+
+
+def chosen_weights(model: nn.Module, anatomy, config: MendConfig) -> list[EditedWeight]:
+    """The weights ``config`` edits on ``model``."""
+    layers = last_blocks(anatomy.num_layers(model), config.layers, config.layer_count)
+    return edited_weights(model, anatomy, layers, config.modules)
+
+
+@register_editor("mend")
+class MendEditor(Editor):
+    """Edits the chosen weights in one step with a trained gradient transform."""
+
+    config_class = MendConfig
+    config: MendConfig
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.network: MendNetwork | None = None
+        self.weights: list[EditedWeight] = []
+
+    def prepare(self, model: nn.Module, tokenizer) -> None:
+        """Load the network once, after checking it was trained for this model and these
+        weights."""
+        if self.network is not None:
+            return
+        folder = self.config.editor_checkpoint
+        if folder is None:
+            raise ValueError(
+                f"editor={self.name!r} needs a trained MEND network: pass "
+                f"editor_checkpoint=<folder>, a folder written by `{TRAIN_HINT}`."
+            )
+        weights = chosen_weights(model, self.anatomy, self.config)
+        checkpoint = read_checkpoint(folder)
+        identity = model_identity(model, weights)
+        check_identity(checkpoint["base"], identity, f"editor_checkpoint={folder!r}")
+        if checkpoint["base"].get("weights_digest") != identity["weights_digest"]:
+            logger.warning(
+                "MEND: %s was trained on a model with other weights (same shapes); the "
+                "network may not transfer.",
+                folder,
+            )
+        device = next(model.parameters()).device
+        self.network = build_network(checkpoint, device)
+        self.network.requires_grad_(False)
+        self.weights = weights
+        logger.info("MEND: network from %s (step %d)", folder, checkpoint["step"])
+
+    def edit(
+        self, model: nn.Module, tokenizer, requests: list[EditRequest], record: EditRecord
+    ) -> None:
+        """Compute the factors of the batch's edit loss and apply the transformed update."""
+        assert self.network is not None
+        with frozen(model):
+            loss, factors = gradient_factors(model, self.weights, request_rows(tokenizer, requests))
+            with torch.no_grad():
+                deltas = self.network.deltas(factors)
+                norms = {}
+                for weight in self.weights:
+                    tensor = record.snapshot(model, weight.name)
+                    change = as_stored(deltas[weight.name], weight) * self.config.lr_scale
+                    tensor.sub_(change.to(device=tensor.device, dtype=tensor.dtype))
+                    norms[weight.name] = round(float(change.norm()), 6)
+        record.details.update(edit_loss=round(loss, 4), update_norms=norms)

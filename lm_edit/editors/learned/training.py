@@ -1,0 +1,388 @@
+"""Training MEND's network (``lm-edit train mend``), after EasyEdit's ``EditTrainer``.
+
+The edit data is shuffled with ``seed``; the first ``val_cases`` cases are held out for
+validation, the rest train. Each step takes the next ``batch_size`` training cases (an
+epoch is a random permutation of them), edits the unedited model for each case alone
+(:func:`~.objective.edit_and_score`), and back-propagates
+``(c_edit · edit loss + c_loc · locality KL) / batch_size`` into the network and the
+step sizes; then the gradient norm is clipped to ``grad_clip`` and Adam steps (``lr`` for
+the network, ``lr_lr`` for the step sizes). The locality text of a case is one of its
+locality probes (prompt and answer), or, for a case without, another training case's
+fact, drawn from the run's random generator.
+
+Every ``val_every`` steps the network is validated (:mod:`.validation`); every
+``checkpoint_every`` steps (default: ``val_every``) and after the last one the checkpoint
+is written atomically (:mod:`.checkpoint`) with the optimiser's state, the generator's
+state, the epoch order and the validation history, so a run started again with the same
+settings continues from its last checkpoint and ends with the same bytes as an
+uninterrupted one. Nothing in a checkpoint depends on time, paths or ``steps``. The final
+validation is written to ``validation.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lm_edit.core.anatomy import ModelAnatomy
+from lm_edit.core.arguments import argument, check_bounds
+from lm_edit.core.training import frozen
+from lm_edit.data.loading import EditData
+from lm_edit.data.requests import EditRequest
+from lm_edit.editors.learned.checkpoint import (
+    CHECKPOINT_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    model_identity,
+    network_state,
+    read_checkpoint,
+    save_checkpoint,
+)
+from lm_edit.editors.learned.editor import MendConfig, chosen_weights
+from lm_edit.editors.learned.factors import EditedWeight
+from lm_edit.editors.learned.network import MendNetwork
+from lm_edit.editors.learned.objective import EditCase, edit_and_score
+from lm_edit.editors.learned.run_folder import (
+    REPORT_FILE,
+    RUN_FILE,
+    RUN_KIND,
+    OutputFolderError,
+    check_output,
+    describe_difference,
+    write_json,
+)
+from lm_edit.editors.learned.validation import validate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of a MEND training run (EasyEdit's ``hparams/TRAINING/MEND`` values;
+    ``steps`` counts optimiser updates of ``batch_size`` edits each: the reference's
+    100,000 single edits with ``accumulate_bs`` 10 are 10,000 steps)."""
+
+    steps: int = argument(10_000, ge=1, help="optimiser updates")
+    batch_size: int = argument(10, ge=1, help="edits per update")
+    lr: float = argument(1e-6, gt=0, help="Adam learning rate of the network")
+    lr_lr: float = argument(1e-4, gt=0, help="Adam learning rate of the step sizes")
+    edit_lr: float = argument(1e-4, gt=0, help="initial step size of every edited weight")
+    c_edit: float = argument(0.1, ge=0, help="weight of the edit loss")
+    c_loc: float = argument(1.0, ge=0, help="weight of the locality KL")
+    grad_clip: float = argument(100.0, gt=0, help="largest gradient norm")
+    rank: int = argument(1920, ge=1, help="rank of the network's layers")
+    n_hidden: int = argument(1, ge=0, help="hidden layers of the network")
+    val_every: int = argument(100, ge=1, help="steps between validations")
+    val_cases: int = argument(100, ge=1, help="held-out validation cases")
+    checkpoint_every: int | None = argument(None, ge=1, help="default: val_every")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "lm-edit train mend")
+
+    def resumable(self) -> dict[str, Any]:
+        """Every setting a resumed run must share (all but ``steps``)."""
+        out = asdict(self)
+        out.pop("steps")
+        out["checkpoint_every"] = self.checkpoint_every or self.val_every
+        return out
+
+
+def split_cases(
+    requests: list[EditRequest], val_cases: int, seed: int
+) -> tuple[list[EditRequest], list[EditRequest]]:
+    """(training, validation) cases: shuffled with ``seed``, the first ``val_cases`` held out."""
+    if val_cases >= len(requests):
+        raise ValueError(
+            f"--val_cases {val_cases} leaves no training case: the data has {len(requests)} "
+            "cases. Pass fewer validation cases or more data."
+        )
+    order = list(range(len(requests)))
+    random.Random(seed).shuffle(order)
+    shuffled = [requests[i] for i in order]
+    return shuffled[val_cases:], shuffled[:val_cases]
+
+
+def fact(request: EditRequest) -> tuple[str, str]:
+    """A request's prompt with its original answer (the new one when none is known)."""
+    return request.prompt, request.target_true or request.target_new
+
+
+def validation_cases(cases: list[EditRequest], pool: list[EditRequest]) -> list[EditCase]:
+    """Each validation case with its first locality probe, else the next case's fact."""
+    out = []
+    for index, request in enumerate(cases):
+        if request.locality:
+            unrelated = (request.locality[0].prompt, request.locality[0].answer)
+        else:
+            others = [r for r in cases[index + 1 :] + cases[:index] + pool if r is not request]
+            if not others:
+                raise ValueError("MEND validation needs locality probes or a second case.")
+            unrelated = fact(others[0])
+        out.append(EditCase(request, unrelated))
+    return out
+
+
+class CaseSampler:
+    """Training cases in epochs of random order, with a random unrelated text for each;
+    its state (generator, order, position) is part of the checkpoint."""
+
+    def __init__(self, cases: list[EditRequest], seed: int) -> None:
+        if len(cases) < 2 and not any(c.locality for c in cases):
+            raise ValueError(
+                "MEND training needs locality probes in the data or at least two training "
+                "cases (a case's locality text is another case's fact)."
+            )
+        self.cases = cases
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(len(cases), generator=self.generator)
+        self.position = 0
+
+    def next(self) -> EditCase:
+        """The next case and its unrelated text."""
+        if self.position == len(self.cases):
+            self.order = torch.randperm(len(self.cases), generator=self.generator)
+            self.position = 0
+        index = int(self.order[self.position])
+        self.position += 1
+        request = self.cases[index]
+        if request.locality:
+            pick = int(torch.randint(len(request.locality), (), generator=self.generator))
+            probe = request.locality[pick]
+            return EditCase(request, (probe.prompt, probe.answer))
+        other = int(torch.randint(len(self.cases) - 1, (), generator=self.generator))
+        return EditCase(request, fact(self.cases[other + (other >= index)]))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "order": self.order.clone(),
+            "position": self.position,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = state["order"].clone()
+        self.position = int(state["position"])
+
+
+def _optimizer(network: MendNetwork, settings: TrainSettings) -> torch.optim.Adam:
+    others = [p for n, p in network.named_parameters() if n != "edit_lrs"]
+    groups = [
+        {"params": others, "lr": settings.lr},
+        {"params": [network.edit_lrs], "lr": settings.lr_lr},
+    ]
+    return torch.optim.Adam(groups)
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, torch.Tensor]]:
+    state = optimizer.state_dict()["state"]
+    return {
+        int(i): {k: v.detach().to("cpu", copy=True) for k, v in s.items()} for i, s in state.items()
+    }
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[int, dict]) -> None:
+    groups = optimizer.state_dict()["param_groups"]
+    optimizer.load_state_dict({"state": dict(state), "param_groups": groups})
+
+
+@dataclass
+class Run:
+    """Everything one training run holds: what it trains, on what, and its state."""
+
+    model: nn.Module
+    tokenizer: Any
+    weights: list[EditedWeight]
+    settings: TrainSettings
+    header: dict[str, Any]
+    network: MendNetwork
+    optimizer: torch.optim.Adam
+    sampler: CaseSampler
+    validation: list[EditCase]
+    step: int = 0
+    history: list[dict[str, Any]] | None = None
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint of the run as it stands."""
+        return {
+            **self.header,
+            "state": network_state(self.network),
+            "step": self.step,
+            "training": {
+                "optimizer": _optimizer_state(self.optimizer),
+                "sampler": self.sampler.state(),
+                "history": list(self.history or []),
+            },
+        }
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from ``checkpoint`` (already checked against the header)."""
+        self.network.load_state_dict(checkpoint["state"])
+        _load_optimizer(self.optimizer, checkpoint["training"]["optimizer"])
+        self.sampler.load(checkpoint["training"]["sampler"])
+        self.history = list(checkpoint["training"]["history"])
+        self.step = int(checkpoint["step"])
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser update over ``batch_size`` edits; the mean losses."""
+        settings = self.settings
+        self.network.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        edit_total = loc_total = 0.0
+        for _ in range(settings.batch_size):
+            case = self.sampler.next()
+            out = edit_and_score(self.model, self.tokenizer, self.weights, self.network, case)
+            loss = settings.c_edit * out.edit_loss + settings.c_loc * out.locality_loss
+            (loss / settings.batch_size).backward()
+            edit_total += float(out.edit_loss.detach())
+            loc_total += float(out.locality_loss.detach())
+        torch.nn.utils.clip_grad_norm_(
+            self.network.parameters(), settings.grad_clip, error_if_nonfinite=True
+        )
+        self.optimizer.step()
+        self.step += 1
+        n = settings.batch_size
+        return {"edit_loss": edit_total / n, "locality_kl": loc_total / n}
+
+    def validate(self) -> dict[str, Any]:
+        return validate(self.model, self.tokenizer, self.weights, self.network, self.validation)
+
+
+def _header(
+    model: nn.Module, weights: list[EditedWeight], settings: TrainSettings, data: EditData
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "base": model_identity(model, weights),
+        "network": {
+            "rank": settings.rank,
+            "n_hidden": settings.n_hidden,
+            "edit_lr": settings.edit_lr,
+            "seed": settings.seed,
+        },
+        "settings": settings.resumable(),
+        "train_data": {
+            "content_sha256": str(data.source.get("content_sha256", "")),
+            "records": len(data.requests),
+        },
+    }
+
+
+_RESUME_KEYS = ("base", "network", "settings", "train_data")
+
+
+def _check_resume(saved: dict[str, Any], header: dict[str, Any], output: Path) -> None:
+    """Refuse to continue a run whose model, data or settings differ from these."""
+    for key in _RESUME_KEYS:
+        if saved.get(key) != header[key]:
+            first, second = saved.get(key) or {}, header[key]
+            if key == "base":
+                first = {k: v for k, v in first.items() if k != "weights"}
+                second = {k: v for k, v in second.items() if k != "weights"}
+            raise OutputFolderError(
+                f"--output {output} holds a MEND run with another {key.replace('_', ' ')}: "
+                f"{describe_difference(first, second) or 'edited weights differ'}. Resume it "
+                "with the same model, data and settings (only --steps may change), or "
+                "choose a new folder."
+            )
+
+
+def train_mend(
+    model: nn.Module,
+    tokenizer: Any,
+    data: EditData,
+    output: str | Path,
+    settings: TrainSettings,
+    config: MendConfig,
+    anatomy: ModelAnatomy,
+    *,
+    progress: bool = True,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume training) a MEND network for ``model`` on ``data``, writing the
+    checkpoint and the final validation to ``output``; returns the final report."""
+    output = Path(output)
+    check_output(output)
+    weights = chosen_weights(model, anatomy, config)
+    training, held_out = split_cases(data.requests, settings.val_cases, settings.seed)
+    header = _header(model, weights, settings, data)
+    device = next(model.parameters()).device
+    shapes = {w.name: w.shape for w in weights}
+    network = MendNetwork(
+        shapes, settings.rank, settings.n_hidden, settings.edit_lr, settings.seed
+    ).to(device)
+    run = Run(
+        model,
+        tokenizer,
+        weights,
+        settings,
+        header,
+        network,
+        _optimizer(network, settings),
+        CaseSampler(training, settings.seed),
+        validation_cases(held_out, training),
+        history=[],
+    )
+    if (output / CHECKPOINT_FILE).is_file():
+        saved = read_checkpoint(output)
+        _check_resume(saved, header, output)
+        if int(saved["step"]) > settings.steps:
+            raise OutputFolderError(
+                f"--output {output} holds a run at step {saved['step']}, beyond --steps "
+                f"{settings.steps}; pass --steps {saved['step']} or more, or a new folder."
+            )
+        run.resume(saved)
+        logger.info("MEND: resuming %s from step %d", output, run.step)
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(
+        {
+            "kind": RUN_KIND,
+            "format_version": FORMAT_VERSION,
+            "train_data": data.source,
+            "validation_case_ids": [c.request.case_id for c in run.validation],
+            **{k: header[k] for k in ("base", "network", "settings")},
+        },
+        output,
+        RUN_FILE,
+    )
+    with frozen(model):
+        _loop(run, output, progress, on_checkpoint)
+        final = {"step": run.step, **run.validate()}
+    report = {"final": final, "history": run.history, "checkpoint": CHECKPOINT_FILE}
+    write_json(report, output, REPORT_FILE)
+    logger.info("MEND: final validation at step %d: %s", run.step, final)
+    return report
+
+
+def _loop(
+    run: Run, output: Path, progress: bool, on_checkpoint: Callable[[int], None] | None
+) -> None:
+    settings = run.settings
+    every = settings.checkpoint_every or settings.val_every
+    bar = tqdm(
+        total=settings.steps, initial=run.step, desc="train mend", unit="step", disable=not progress
+    )
+    with bar:
+        while run.step < settings.steps:
+            losses = run.train_step()
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+            if run.step % settings.val_every == 0:
+                scores = {"step": run.step, **run.validate()}
+                assert run.history is not None
+                run.history.append(scores)
+                logger.info("MEND validation: %s", scores)
+            if run.step % every == 0 or run.step == settings.steps:
+                save_checkpoint(run.checkpoint(), output)
+                if on_checkpoint is not None:
+                    on_checkpoint(run.step)

@@ -1,0 +1,134 @@
+"""Shared by the MEND tests: a tiny edit data set in CounterFact's JSON format, and short
+training runs of MEND's network on the tiny random Llama of ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from lm_edit.core.anatomy import resolve_anatomy
+from lm_edit.data.loading import EditData, load_edit_data
+from lm_edit.data.requests import EditRequest
+from lm_edit.editors.learned import MendConfig
+from lm_edit.editors.learned.training import TrainSettings, train_mend
+from tests.conftest import make_tiny_model
+
+
+def _case(case_id: int, template: str, subject: str, new: str, true: str, **extra) -> dict:
+    return {
+        "case_id": case_id,
+        "requested_rewrite": {
+            "prompt": template,
+            "subject": subject,
+            "target_new": {"str": new},
+            "target_true": {"str": true},
+        },
+        "paraphrase_prompts": extra.get("paraphrases", []),
+        "neighborhood_prompts": extra.get("neighbours", []),
+        "attribute_prompts": [],
+        "generation_prompts": [],
+    }
+
+
+COUNTERFACT = [
+    _case(
+        1,
+        "{} is located in the city of",
+        "The Eiffel Tower",
+        "Rome",
+        "Paris",
+        paraphrases=["Where is The Eiffel Tower? It is in the city of"],
+        neighbours=["The Colosseum is located in the city of"],
+    ),
+    _case(
+        2,
+        "{} is a car company from",
+        "Toyota",
+        "Germany",
+        "Japan",
+        neighbours=["Volkswagen is a car company from"],
+    ),
+    _case(
+        3,
+        "{} plays the sport of",
+        "Michael Jordan",
+        "football",
+        "basketball",
+        paraphrases=["The sport {} plays is"],
+    ),
+    _case(4, "{} is a native speaker of", "Danielle Darrieux", "Japan", "French"),
+    _case(
+        5,
+        "{} is located in the city of",
+        "The Colosseum",
+        "Paris",
+        "Rome",
+        neighbours=["The Eiffel Tower is located in the city of"],
+    ),
+    _case(6, "{} plays", "Lionel Messi", "basketball", "football"),
+]
+"""Six CounterFact records (ROME's format), some with paraphrases and neighbourhoods."""
+
+QUICK = {
+    "steps": 6,
+    "batch_size": 2,
+    "lr": 1e-3,
+    "lr_lr": 1e-2,
+    "c_edit": 1.0,
+    "val_every": 3,
+    "val_cases": 2,
+    "checkpoint_every": 2,
+}
+"""Settings of a short run on :data:`COUNTERFACT` (about a second on one CPU thread)."""
+
+
+def write_counterfact(folder: Path) -> Path:
+    """:data:`COUNTERFACT` as a JSON file in ``folder``."""
+    path = folder / "counterfact_tiny.json"
+    path.write_text(json.dumps(COUNTERFACT, indent=1), encoding="utf-8")
+    return path
+
+
+def train_tiny(
+    tokenizer,
+    data: EditData | Path,
+    output: Path,
+    *,
+    on_checkpoint=None,
+    config: MendConfig | None = None,
+    **settings,
+) -> dict:
+    """Train on the tiny Llama (seed 0) with :data:`QUICK` and ``settings``."""
+    model = make_tiny_model("llama", len(tokenizer))
+    if isinstance(data, Path):
+        data = load_edit_data(str(data))
+    return train_mend(
+        model,
+        tokenizer,
+        data,
+        output,
+        TrainSettings(**{**QUICK, **settings}),
+        config or MendConfig(),
+        resolve_anatomy(model),
+        progress=False,
+        on_checkpoint=on_checkpoint,
+    )
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lifecycle_checkpoint(tokenizer, folder: Path, requests: list[EditRequest]) -> Path:
+    """A network trained on ``requests`` (and two more cases held out) until its one-step
+    edits take on the tiny Llama, for the registry-wide lifecycle test."""
+    extra = [
+        EditRequest("x", "Michael Jordan plays the sport of", "Michael Jordan", "football"),
+        EditRequest("y", "Danielle Darrieux is a native speaker of", "Danielle Darrieux", "Japan"),
+    ]
+    data = EditData([*requests, *extra], {"content_sha256": "lifecycle"})
+    held_out = {"val_cases": 1, "seed": 0}
+    train_tiny(tokenizer, data, folder, steps=30, val_every=30, checkpoint_every=30, **held_out)
+    return folder
