@@ -155,7 +155,10 @@ def build_network(checkpoint: dict[str, Any], device: torch.device | str = "cpu"
     spec = checkpoint["network"]
     shapes = {w[0]: (int(w[1]), int(w[2])) for w in checkpoint["base"]["weights"]}
     network = MendNetwork(shapes, spec["rank"], spec["n_hidden"], spec["edit_lr"], spec["seed"])
-    network.load_state_dict(checkpoint["state"])
+    try:
+        network.load_state_dict(checkpoint["state"])
+    except RuntimeError as error:
+        raise CheckpointError(f"The checkpoint's network does not load: {error}") from error
     return network.to(device).eval()
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,7 @@ class Run:
     sampler: CaseSampler
     validation: list[EditCase]
     step: int = 0
-    history: list[dict[str, Any]] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def checkpoint(self) -> dict[str, Any]:
         """The checkpoint of the run as it stands."""
@@ -220,7 +220,7 @@ class Run:
             "training": {
                 "optimizer": _optimizer_state(self.optimizer),
                 "sampler": self.sampler.state(),
-                "history": list(self.history or []),
+                "history": list(self.history),
             },
         }
 
@@ -245,9 +245,16 @@ class Run:
             (loss / settings.batch_size).backward()
             edit_total += float(out.edit_loss.detach())
             loc_total += float(out.locality_loss.detach())
-        torch.nn.utils.clip_grad_norm_(
-            self.network.parameters(), settings.grad_clip, error_if_nonfinite=True
-        )
+        try:
+            torch.nn.utils.clip_grad_norm_(
+                self.network.parameters(), settings.grad_clip, error_if_nonfinite=True
+            )
+        except RuntimeError as error:
+            raise ValueError(
+                f"MEND training diverged at step {self.step + 1}: the gradient norm is not "
+                "finite. Lower --lr or --lr_lr and start a new folder (the last checkpoint "
+                "is kept)."
+            ) from error
         self.optimizer.step()
         self.step += 1
         n = settings.batch_size
@@ -331,7 +338,6 @@ def train_mend(
         _optimizer(network, settings),
         CaseSampler(training, settings.seed),
         validation_cases(held_out, training),
-        history=[],
     )
     if (output / CHECKPOINT_FILE).is_file():
         saved = read_checkpoint(output)
@@ -379,7 +385,6 @@ def _loop(
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
             if run.step % settings.val_every == 0:
                 scores = {"step": run.step, **run.validate()}
-                assert run.history is not None
                 run.history.append(scores)
                 logger.info("MEND validation: %s", scores)
             if run.step % every == 0 or run.step == settings.steps:
