@@ -164,3 +164,18 @@ def test_bad_settings_are_refused_by_name(settings, message, tiny_tokenizer, pri
         stream = EditStream.create(model, tiny_tokenizer, "wise", **{**QUICK, **settings})
         stream.apply(REQUESTS[:1], progress=False)
     assert _same_state(state, model)
+
+
+def test_the_target_nll_follows_the_reference_denominator_unless_asked():
+    from lm_edit.editors.side_memory.objective import edit_nll
+
+    log_probs = torch.log_softmax(torch.randn(2, 5, 7), dim=-1)
+    spans = [([1], [3]), ([2, 3], [4, 5])]
+    one = -log_probs[0, 1, 3]
+    two = -(log_probs[1, 2, 4] + log_probs[1, 3, 5])
+    assert float(edit_nll(log_probs, spans, "reference")) == pytest.approx(
+        float((one / 2 + two / 3) / 2)
+    )
+    assert float(edit_nll(log_probs, spans, "target")) == pytest.approx(
+        float((one + two / 2) / 2)
+    )

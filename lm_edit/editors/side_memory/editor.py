@@ -44,14 +44,14 @@ from lm_edit.core.hooks import watch_cache
 from lm_edit.core.record import EditRecord
 from lm_edit.core.stats import passage_ids
 from lm_edit.core.tokens import pad_batch, prompt_and_target
-from lm_edit.core.training import frozen, seeded, target_nll, teacher_forced
+from lm_edit.core.training import frozen, seeded, teacher_forced
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
 from lm_edit.editors.layers import mlp_module_path, one_block
 from lm_edit.editors.locate.templates import generate_context_templates
 from lm_edit.editors.side_memory.adaptor import SideMemoryAdaptor
 from lm_edit.editors.side_memory.merging import ties_merge
-from lm_edit.editors.side_memory.objective import margin_loss, row_distances
+from lm_edit.editors.side_memory.objective import edit_nll, margin_loss, row_distances
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class WiseConfig(EditorConfig):
     irrelevant_source: str = argument("auto", file=True, help="auto, wikitext, model or a file")
     irrelevant_passages: int = argument(64, ge=1, help="passages of irrelevant text")
     irrelevant_tokens: int = argument(32, ge=2, help="tokens of an irrelevant passage")
+    nll_denominator: Literal["reference", "target"] = "reference"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,7 +101,7 @@ class WiseEditor(Editor):
     config_class = WiseConfig
     config: WiseConfig
     quick_settings = {
-        "n_iter": 30,
+        "n_iter": 60,
         "templates": [[3, 2]],
         "irrelevant_source": "model",
         "irrelevant_passages": 4,
@@ -222,7 +223,7 @@ class WiseEditor(Editor):
         config = self.config
         rows, irrelevant = self._rows(tokenizer, requests)
         device = adaptor.side.device
-        batch = pad_batch([r[0][:-1] for r in rows] + irrelevant).to(device)
+        batch = pad_batch([r[0] for r in rows] + irrelevant).to(device)
         spans = [teacher_forced(start, target) for _, start, target, _ in rows]
         owners = torch.tensor([r[3] for r in rows], device=device)
         lower = adaptor.original - config.norm_constraint
@@ -237,7 +238,8 @@ class WiseEditor(Editor):
                     logits = model(
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask
                     ).logits
-                    nll = target_nll(F.log_softmax(logits[: len(rows)].float(), dim=-1), spans)
+                    log_probs = F.log_softmax(logits[: len(rows)].float(), dim=-1)
+                    nll = edit_nll(log_probs, spans, config.nll_denominator)
                     inside, outside = row_distances(adaptor, batch.attention_mask, len(rows))
                     loss = nll + margin_loss(inside, outside, owners, config.act_margin)
                     in_scope = float(inside.detach().mean())

@@ -5,7 +5,22 @@ from __future__ import annotations
 
 import torch
 
+from lm_edit.core.training import Span
 from lm_edit.editors.side_memory.adaptor import SideMemoryAdaptor
+
+
+def edit_nll(log_probs: torch.Tensor, spans: list[Span], denominator: str) -> torch.Tensor:
+    """Mean over rows of each row's target NLL: summed over its ``T`` target tokens and
+    divided by ``T + 1`` (``"reference"``: WISE's label mask also counts the position
+    before the first target prediction, whose label is ignored) or by ``T``
+    (``"target"``)."""
+    extra = 1 if denominator == "reference" else 0
+    losses = []
+    for row, (positions, token_ids) in enumerate(spans):
+        where = torch.tensor(positions, device=log_probs.device)
+        which = torch.tensor(token_ids, device=log_probs.device)
+        losses.append(-log_probs[row, where, which].sum() / (len(token_ids) + extra))
+    return torch.stack(losses).mean()
 
 
 def row_distances(
