@@ -176,6 +176,4 @@ def test_the_target_nll_follows_the_reference_denominator_unless_asked():
     assert float(edit_nll(log_probs, spans, "reference")) == pytest.approx(
         float((one / 2 + two / 3) / 2)
     )
-    assert float(edit_nll(log_probs, spans, "target")) == pytest.approx(
-        float((one + two / 2) / 2)
-    )
+    assert float(edit_nll(log_probs, spans, "target")) == pytest.approx(float((one + two / 2) / 2))
