@@ -185,3 +185,18 @@ def test_standard_errors_are_named_like_their_metrics():
     }
     assert numeric_metrics(results, None) == {"acc": 0.5, "exact_match,get-answer": 0.2, "f1": 0.3}
     assert metric_stderrs(results) == {"acc": 0.05, "exact_match,get-answer": 0.04}
+
+
+def test_a_group_without_its_own_score_stands_for_its_scored_subtasks():
+    from lm_edit.studies.report.load import top_level_tasks
+
+    results = {
+        "results": {
+            "zsre_edit": {"reliability_tf,none": 1.0},
+            "mmlu": {"acc,none": 0.21},
+            "mmlu_stem": {"acc,none": 0.2},
+            "edit_capability_lite_mmlu": {"alias": "edit_capability_lite_mmlu"},
+        },
+        "group_subtasks": {"edit_capability_lite_mmlu": ["mmlu"], "mmlu": ["mmlu_stem"]},
+    }
+    assert top_level_tasks(results) == ["zsre_edit", "mmlu"]

@@ -65,9 +65,20 @@ def _metric_name(name: str, filt: str) -> str:
 
 
 def top_level_tasks(results: dict[str, Any]) -> list[str]:
-    """Tasks and groups that are not inside a reported group, in results order."""
-    children = {c for subtasks in results.get("group_subtasks", {}).values() for c in subtasks}
-    return [t for t in results["results"] if t not in children]
+    """Tasks and groups that are not inside a reported group, in results order; a group
+    that reports no score of its own (``edit_capability_lite_mmlu`` around ``mmlu``)
+    stands for its highest scored subtasks."""
+    groups = results.get("group_subtasks", {})
+    children = {c for subtasks in groups.values() for c in subtasks}
+
+    def scored(task: str) -> list[str]:
+        metrics = results["results"].get(task, {})
+        has_score = any("," in k and isinstance(v, int | float) for k, v in metrics.items())
+        if has_score or not groups.get(task):
+            return [task]
+        return [t for child in groups[task] for t in scored(child)]
+
+    return [t for top in results["results"] if top not in children for t in scored(top)]
 
 
 def is_edit_task(metrics: dict[str, float]) -> bool:
