@@ -7,7 +7,7 @@ Each subpackage may import only from the layers below it::
     editors                            the editor lifecycle and every implementation
     stream, api                        a stream of edits on one model; ``lm_edit.edit``
     evaluation                         the lm-eval model (``edited-hf``), tasks and metrics
-    studies                            sweep, report, capability suite
+    studies, saving                    sweep, report, capability suite; ``lm-edit save``
     cli, _plugin                       the command line and the lm-eval bridge
 
 Nothing below ``evaluation`` imports lm-eval, so editing works (and is tested) without it,
@@ -35,6 +35,7 @@ LAYERS = {
     "api": 4,
     "evaluation": 5,
     "studies": 6,
+    "saving": 6,
     "cli": 7,
     "_plugin": 7,
 }
