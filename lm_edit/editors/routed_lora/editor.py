@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_edit.core.arguments import argument
-from lm_edit.core.hooks import watch_cache
+from lm_edit.core.hooks import capture_outputs, run_until_stop, watch_cache
 from lm_edit.core.record import EditRecord
 from lm_edit.core.tokens import prompt_and_target
 from lm_edit.core.training import frozen, seeded, target_nll, teacher_forced
@@ -229,19 +229,11 @@ def _row(tokenizer, request: EditRequest, device) -> tuple[torch.Tensor, int, li
 
 
 def _router_output(model: nn.Module, adaptor: RouterAdaptor, ids: torch.Tensor, position: int):
-    """The router module's output at ``position`` of the one sequence ``ids``."""
-    seen: list[torch.Tensor] = []
-
-    def capture(module, args, output):
-        seen.append(output[0, position].detach().float().clone())
-
-    handle = adaptor.register_forward_hook(capture)
-    try:
-        with torch.no_grad():
-            model(input_ids=ids)
-    finally:
-        handle.remove()
-    return seen[0]
+    """The router module's output at ``position`` of the one sequence ``ids`` (the pass
+    stops at the router)."""
+    with torch.no_grad(), capture_outputs({"router": adaptor}, stop_after="router") as seen:
+        run_until_stop(lambda: model(input_ids=ids))
+    return seen["router"][0, position].detach().float().clone()
 
 
 def _lora_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
