@@ -14,6 +14,9 @@ This module must stay importable with the standard library alone: the startup bo
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -77,9 +80,25 @@ def stats_cache_dir(fingerprint: str) -> Path:
     return cache_root() / "stats" / fingerprint
 
 
+_VALUES_FOLDER: ContextVar[Path | None] = ContextVar("values_folder", default=None)
+
+
+@contextmanager
+def values_kept_in(folder: Path) -> Iterator[None]:
+    """Inside the block, cached target values live in ``folder`` instead of
+    ``cache_root() / "values"`` (``lm-edit sweep`` keeps them in its own folder, so that
+    a copy of the folder resumes without optimising the earlier edits' values again)."""
+    token = _VALUES_FOLDER.set(Path(folder))
+    try:
+        yield
+    finally:
+        _VALUES_FOLDER.reset(token)
+
+
 def values_cache_dir(digest: str) -> Path:
     """Cached target values v* of the model state with weights ``digest``."""
-    return cache_root() / "values" / digest
+    folder = _VALUES_FOLDER.get()
+    return (folder if folder is not None else cache_root() / "values") / digest
 
 
 def models_cache_dir() -> Path:

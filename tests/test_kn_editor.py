@@ -121,6 +121,32 @@ def test_refine_locates_on_the_rephrases_too(refine, tiny_tokenizer, monkeypatch
     assert seen == [(prompts, "Paris", 0.5)]
 
 
+@pytest.mark.parametrize("value_sign", ["fixed", "activation"])
+def test_value_sign_writes_each_change_with_the_activation_sign(
+    value_sign, tiny_tokenizer, monkeypatch
+):
+    """Two neurons of one layer, one firing negatively at the prompt: ``fixed`` adds the
+    same change to both value vectors, ``activation`` subtracts it from the negative one."""
+    from lm_edit.editors.neurons import editor
+
+    request = REQUESTS[0]
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    anatomy = resolve_anatomy(model)
+    ids = tiny_tokenizer(request.prompt)["input_ids"]
+    activation = last_activations(model, anatomy, ids, [1])[1]
+    negative, positive = int(activation.argmin()), int(activation.argmax())
+    assert activation[negative] < 0 < activation[positive]
+    located = [(1, negative), (1, positive)]
+    monkeypatch.setattr(editor, "locate", lambda *args: located)
+    before = model.model.layers[1].mlp.down_proj.weight.detach().clone()
+    _stream(model, tiny_tokenizer, value_sign=value_sign).apply([request], progress=False)
+    delta = model.model.layers[1].mlp.down_proj.weight.detach() - before
+    changed = sorted(int(u) for u in torch.nonzero(delta.abs().sum(dim=0)).flatten())
+    assert changed == sorted([negative, positive])
+    expected_sign = -1.0 if value_sign == "activation" else 1.0
+    torch.testing.assert_close(delta[:, negative], expected_sign * delta[:, positive])
+
+
 def test_unreadable_mlp_activation_is_refused(tiny_tokenizer):
     model = make_tiny_model("llama", len(tiny_tokenizer))
     for layer in model.model.layers:
@@ -140,7 +166,14 @@ def test_unreadable_mlp_activation_is_refused(tiny_tokenizer):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"p": 1.0}, {"steps": 0}, {"adaptive_threshold": 0}, {"embedding": "both"}, {"layers": [9]}],
+    [
+        {"p": 1.0},
+        {"steps": 0},
+        {"adaptive_threshold": 0},
+        {"embedding": "both"},
+        {"layers": [9]},
+        {"value_sign": "abs"},
+    ],
 )
 def test_bad_settings_are_refused(bad, tiny_tokenizer):
     model = make_tiny_model("llama", len(tiny_tokenizer))

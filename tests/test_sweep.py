@@ -162,6 +162,73 @@ def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolate
         run_sweep(_config(model_dir, tasks, tmp_path / "sweep", limit=2), manager)
 
 
+def test_a_copied_folder_resumes_without_optimising_earlier_values(
+    tiny_setup, tmp_path, monkeypatch
+):
+    """With cache_values=true the sweep keeps v* in its own folder: a copy of the folder,
+    resumed with another lm-edit cache (another machine), optimises only the new edit's
+    value and reaches the same weights as a fresh run."""
+    import shutil
+
+    from lm_edit.editors.locate import editor as locate_editor
+    from lm_edit.evaluation.model import EditedLM
+    from lm_edit.studies.sweep.outputs import VALUES
+
+    model_dir, tasks = tiny_setup
+    args = {"pretrained": str(model_dir), "edit_data": "demo", **ROME_FAST, "cache_values": True}
+
+    def config(out: Path, checkpoints: list[int]) -> SweepConfig:
+        return _config(
+            model_dir,
+            tasks,
+            out,
+            model_args=args,
+            checkpoints=checkpoints,
+            tasks=["tiny_facts"],
+            perplexity=False,
+        )
+
+    optimised: list[str] = []
+    original = locate_editor.optimise_value
+
+    def counting(model, tokenizer, anatomy, layer, request, *rest):
+        optimised.append(request.case_id)
+        return original(model, tokenizer, anatomy, layer, request, *rest)
+
+    monkeypatch.setattr(locate_editor, "optimise_value", counting)
+    monkeypatch.setenv("LM_EDIT_CACHE", str(tmp_path / "cache-a"))
+    first = tmp_path / "sweep-a"
+    manager = build_task_manager(config(first, [1]))
+    run_sweep(config(first, [1]), manager)
+    assert len(optimised) == 1
+    assert len(list((first / VALUES).glob("*/*.pt"))) == 1
+    assert not (tmp_path / "cache-a" / "values").exists()
+
+    copy = tmp_path / "sweep-b"
+    shutil.copytree(first, copy)
+    monkeypatch.setenv("LM_EDIT_CACHE", str(tmp_path / "cache-b"))
+    optimised.clear()
+    kept: dict[str, torch.Tensor] = {}
+    run_sweep(
+        config(copy, [1, 2]),
+        manager,
+        on_checkpoint=lambda editor, n, lm: kept.update(_weights(lm.model)),
+    )
+    assert len(optimised) == 1  # edit 2 only; edit 1's value came from the copied folder
+    assert len(list((copy / VALUES).glob("*/*.pt"))) == 2
+
+    fresh = EditedLM(
+        pretrained=str(model_dir),
+        device="cpu",
+        editor="rome",
+        n_edits=2,
+        edit_data="demo",
+        **ROME_FAST,
+    )
+    expected = _weights(fresh.model)
+    assert all(torch.equal(expected[k], kept[k]) for k in expected)
+
+
 @pytest.mark.parametrize("bad_task", ["no_such_task_anywhere", "broken_data"])
 def test_a_task_that_cannot_load_fails_before_any_edit(tiny_setup, tmp_path, bad_task):
     from lm_edit.studies.sweep.runner import SweepTaskError

@@ -5,7 +5,8 @@ value hyperparameters; the key hashes all of them, the weights byte for byte. A 
 value is therefore reused only by a run that would compute exactly the same one: editors
 sharing a value configuration (MEMIT, EMMET, AlphaEdit on the same layers) on the same
 model, or a repeated run. A file is validated on load (checksum, the shape of the model's
-hidden state, finite values); an invalid one is deleted and v* recomputed.
+hidden state, finite values); an invalid one is deleted and v* recomputed. Files live in
+:func:`~lm_edit.paths.values_cache_dir` (``lm-edit sweep`` moves it into its own folder).
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ neuron's value vector, its column of the MLP output projection, then becomes::
 
 where ``e(answer)`` sums the embeddings of the answer's tokens (the output embedding,
 i.e. the LM head's rows, by default; ``embedding: input`` takes the input embedding).
-All neurons of a batch are located on the model as it was before the batch.
+With ``value_sign: activation`` the change is multiplied by the sign of the neuron's
+activation at the prompt's last position, so that every located neuron moves the output
+toward the new target there (the paper's rule assumes positive activations, which gated
+MLPs such as SwiGLU do not have). All neurons of a batch are located on the model as it
+was before the batch.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from lm_edit.core.tokens import encode, prompt_and_target
 from lm_edit.core.training import frozen
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
-from lm_edit.editors.neurons.attribution import AttributionSettings, Neuron, locate
+from lm_edit.editors.neurons.attribution import (
+    AttributionSettings,
+    Neuron,
+    last_activations,
+    locate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +55,19 @@ class KnowledgeNeuronsConfig(EditorConfig):
     erase_scale: float = argument(1.0, ge=0, help="λ1: weight of the old answer's embedding")
     write_scale: float = argument(8.0, ge=0, help="λ2: weight of the new target's embedding")
     embedding: Literal["output", "input"] = "output"
+    value_sign: Literal["fixed", "activation"] = argument(
+        "fixed", help="fixed: the paper's rule; activation: signed by the neuron's activation"
+    )
+
+
+@dataclass(frozen=True)
+class NeuronPlan:
+    """What one request's edit writes: its neurons, the old answer they were located for,
+    and the sign (+1 or -1) each neuron's change is written with."""
+
+    neurons: list[Neuron]
+    old: str
+    signs: dict[Neuron, float]
 
 
 @register_editor("neurons")
@@ -64,13 +86,13 @@ class KnowledgeNeuronsEditor(Editor):
         settings = self.settings(model)
         with frozen(model):
             plans = [self._plan(model, tokenizer, request, settings) for request in requests]
-        for request, (neurons, old) in zip(requests, plans, strict=True):
-            if not neurons:
+        for request, plan in zip(requests, plans, strict=True):
+            if not plan.neurons:
                 logger.warning("KN found no knowledge neurons for case %s.", request.case_id)
-            self._write(model, tokenizer, request, neurons, old, record)
+            self._write(model, tokenizer, request, plan, record)
         record.details.update(
-            neurons={r.case_id: len(n) for r, (n, _) in zip(requests, plans, strict=True)},
-            layers_touched=sorted({layer for n, _ in plans for layer, _ in n}),
+            neurons={r.case_id: len(p.neurons) for r, p in zip(requests, plans, strict=True)},
+            layers_touched=sorted({layer for p in plans for layer, _ in p.neurons}),
         )
 
     def settings(self, model: nn.Module) -> AttributionSettings:
@@ -91,11 +113,22 @@ class KnowledgeNeuronsEditor(Editor):
 
     def _plan(
         self, model: nn.Module, tokenizer, request: EditRequest, settings: AttributionSettings
-    ) -> tuple[list[Neuron], str]:
-        """The request's knowledge neurons and the old answer they were located for."""
+    ) -> NeuronPlan:
+        """The request's knowledge neurons, the old answer they were located for and the
+        sign each change is written with."""
         old = request.target_true or self._greedy_token(model, tokenizer, request.prompt)
         prompts = [request.prompt, *request.rephrases] if self.config.refine else [request.prompt]
-        return locate(model, tokenizer, self.anatomy, prompts, old, settings), old
+        neurons = locate(model, tokenizer, self.anatomy, prompts, old, settings)
+        signs = {neuron: 1.0 for neuron in neurons}
+        if self.config.value_sign == "activation" and neurons:
+            layers = sorted({layer for layer, _ in neurons})
+            ids = encode(tokenizer, request.prompt)
+            activations = last_activations(model, self.anatomy, ids, layers)
+            signs = {
+                (layer, unit): -1.0 if activations[layer][unit] < 0 else 1.0
+                for layer, unit in neurons
+            }
+        return NeuronPlan(neurons, old, signs)
 
     @staticmethod
     def _greedy_token(model: nn.Module, tokenizer, prompt: str) -> str:
@@ -119,21 +152,22 @@ class KnowledgeNeuronsEditor(Editor):
         model: nn.Module,
         tokenizer,
         request: EditRequest,
-        neurons: list[Neuron],
-        old: str,
+        plan: NeuronPlan,
         record: EditRecord,
     ) -> None:
-        """Add the value change to every neuron's column of the MLP output projection."""
+        """Add the (signed) value change to every neuron's column of the MLP output
+        projection."""
         config = self.config
         change = config.write_scale * self._embedding(
             model, tokenizer, request.prompt, request.target_new
-        ) - config.erase_scale * self._embedding(model, tokenizer, request.prompt, old)
-        for layer in sorted({layer for layer, _ in neurons}):
-            units = [unit for n_layer, unit in neurons if n_layer == layer]
+        ) - config.erase_scale * self._embedding(model, tokenizer, request.prompt, plan.old)
+        for layer in sorted({layer for layer, _ in plan.neurons}):
+            units = [unit for n_layer, unit in plan.neurons if n_layer == layer]
             module = self.anatomy.mlp_out_module(model, layer)
             record.snapshot(model, f"{self.anatomy.mlp_out_name(layer)}.weight")
             weight = weight_as_out_in(module, self.anatomy.transposed)
             index = torch.tensor(units, device=weight.device)
+            signs = torch.tensor([plan.signs[(layer, u)] for u in units], device=weight.device)
             with torch.no_grad():
                 column = change.to(device=weight.device, dtype=weight.dtype)[:, None]
-                weight[:, index] += column
+                weight[:, index] += column * signs.to(weight.dtype)[None, :]

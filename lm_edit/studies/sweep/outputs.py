@@ -13,6 +13,10 @@ from lm_edit.atomic import save_text
 from lm_edit.studies.sweep.folder import inside
 
 RESULTS = "results.json"
+VALUES = "values"
+"""The sweep folder's cache of target values v* (editors run with ``cache_values=true``):
+one subfolder per model state, so a copy of the folder resumes without optimising the
+values of edits it re-applies."""
 
 
 def _dumps(obj: Any, **kwargs: Any) -> str:

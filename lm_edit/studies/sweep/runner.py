@@ -22,9 +22,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from lm_edit.paths import values_kept_in
 from lm_edit.studies.sweep.claims import claim
 from lm_edit.studies.sweep.drift import added_parameters, drift_summary, parameter_drift
-from lm_edit.studies.sweep.folder import check_editor_names
+from lm_edit.studies.sweep.folder import check_editor_names, inside
 from lm_edit.studies.sweep.grid import Run, check_grid, expand
 from lm_edit.studies.sweep.identity import (
     editor_model_args,
@@ -34,7 +35,7 @@ from lm_edit.studies.sweep.identity import (
 )
 from lm_edit.studies.sweep.lock import sweep_folder_lock
 from lm_edit.studies.sweep.manifest import UNEDITED, SweepState, checkpoint_dir
-from lm_edit.studies.sweep.outputs import RESULTS, write_checkpoint
+from lm_edit.studies.sweep.outputs import RESULTS, VALUES, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +380,10 @@ def run_sweep(
     on the same sweep; return its state and events. ``log_results(editor, n_edits,
     results)`` sees every evaluated checkpoint's output; ``load`` replaces
     :func:`load_model`."""
-    with sweep_folder_lock(config.output_path, shared=not config.overwrite):
+    with (
+        sweep_folder_lock(config.output_path, shared=not config.overwrite),
+        values_kept_in(inside(config.output_path, config.output_path / VALUES)),
+    ):
         state = open_state(config)
         sweep = Sweep(
             config,
