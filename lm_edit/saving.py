@@ -68,11 +68,13 @@ def check_weights_only(lm: Any) -> None:
 
 def save_edited(model_args: dict[str, Any], output: Path, overwrite: bool = False) -> Path:
     """Apply the edits ``model_args`` describe (as ``edited-hf`` takes them) and write
-    the edited model, its tokenizer and :data:`EDITS_FILE` to ``output``."""
+    the edited model, its tokenizer and :data:`EDITS_FILE` to ``output``. Nothing is
+    evaluated, so each batch's own scoring is off unless ``individual_scores`` is given."""
     from lm_edit.evaluation.model import EditedLM
 
     output = Path(output)
     check_target(output, overwrite)
+    model_args = {"individual_scores": False, **model_args}
     lm = EditedLM(**model_args)
     check_weights_only(lm)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ def test_a_weight_edit_reloads_with_lm_evals_hf_model(tiny_setup, tmp_path, isol
     provenance = json.loads((out / EDITS_FILE).read_text())
     assert provenance["session"]["editor"] == "rome"
     assert len(provenance["session"]["case_ids"]) == 2
+    assert provenance["model_args"]["individual_scores"] is False  # nothing is evaluated
 
     edited = EditedLM(**args, device="cpu")
     reloaded = HFLM(pretrained=str(out), device="cpu")
