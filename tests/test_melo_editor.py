@@ -210,3 +210,38 @@ def test_a_radius_out_of_range_is_refused(tiny_tokenizer):
     model = make_tiny_model("llama", len(tiny_tokenizer))
     with pytest.raises(ValueError, match="init_radius"):
         EditStream.create(model, tiny_tokenizer, "melo", init_radius=0.0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_generate_is_seen_to_continue_its_cache(family, tiny_tokenizer):
+    """``watch_cache`` reads the cache under the name ``generate`` passes it (``cache``
+    in recent transformers, ``past_key_values`` before): the prefill is a fresh pass,
+    every later step continues."""
+    from lm_edit.core.hooks import watch_cache
+
+    model = make_tiny_model(family, len(tiny_tokenizer))
+    seen: list[bool] = []
+    model.register_forward_pre_hook(watch_cache(seen.append), with_kwargs=True)
+    ids = _ids(tiny_tokenizer, REQUESTS[0].prompt)
+    model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, use_cache=True)
+    assert seen == [False, True, True]
+    seen.clear()
+    model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, use_cache=False)
+    assert seen == [False, False, False]
+
+
+@pytest.mark.parametrize("editor", ["melo", "wise"])
+def test_cached_generation_equals_generation_without_a_cache(editor, tiny_tokenizer):
+    """Routing carried over the key-value cache gives the tokens a full recomputation
+    gives, over several generated tokens after each edited prompt."""
+    from lm_edit.editors.registry import implementation_of
+
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    settings = implementation_of(editor).quick_settings
+    EditStream.create(model, tiny_tokenizer, editor, **settings).apply(REQUESTS, progress=False)
+    for prompt in [r.prompt for r in REQUESTS] + UNRELATED:
+        ids = _ids(tiny_tokenizer, prompt)
+        options = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False}
+        cached = model.generate(ids, use_cache=True, **options)
+        recomputed = model.generate(ids, use_cache=False, **options)
+        assert torch.equal(cached, recomputed), prompt

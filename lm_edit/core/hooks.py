@@ -101,14 +101,32 @@ def run_until_stop(forward: Callable[[], object]) -> None:
         forward()
 
 
+CACHE_KWARGS = ("past_key_values", "cache")
+"""The names a causal LM's forward takes its key-value cache under (``generate`` passes
+``cache`` in recent transformers releases, ``past_key_values`` in earlier ones)."""
+
+
+def cached_length(kwargs: dict[str, Any]) -> int:
+    """Tokens already in the key-value cache a forward call was given (0 without one): a
+    cache object's ``get_seq_length()``, or the key length of a legacy tuple cache."""
+    for name in CACHE_KWARGS:
+        cache = kwargs.get(name)
+        if cache is None:
+            continue
+        length = getattr(cache, "get_seq_length", None)
+        if length is not None:
+            return int(length())
+        if isinstance(cache, (tuple, list)) and cache and cache[0]:
+            return int(cache[0][0].shape[-2])
+    return 0
+
+
 def watch_cache(set_continuing: Callable[[bool], None]) -> Callable[..., None]:
     """A model forward pre-hook (register with ``with_kwargs=True``) that calls
     ``set_continuing`` with whether the pass extends a non-empty key-value cache (a
     generation step after the first), for adaptors that carry state across such passes."""
 
     def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        cache = kwargs.get("past_key_values")
-        length = getattr(cache, "get_seq_length", None)
-        set_continuing(bool(length is not None and length() > 0))
+        set_continuing(cached_length(kwargs) > 0)
 
     return hook
