@@ -243,23 +243,3 @@ def test_a_checkpoint_holds_only_plain_data(trained):
     assert plain(checkpoint)
     assert checkpoint["step"] == 12 and checkpoint["base"]["model_type"] == "llama"
 
-
-def test_the_locality_kl_covers_the_unrelated_answers_positions(tiny_tokenizer):
-    """As the reference's mask (the answer's own, aligned to the sequence end): the KL
-    covers the positions whose input is an answer token, the prompt's positions not."""
-    from lm_edit.core.tokens import prompt_and_target
-    from lm_edit.editors.learned.objective import masked_kl, unrelated_rows
-
-    prompt, answer = "The capital of France is", "Paris city"
-    whole, start = prompt_and_target(tiny_tokenizer, prompt, " " + answer)
-    rows = unrelated_rows(tiny_tokenizer, prompt, answer)
-    assert rows.rows.batch.input_ids[0].tolist() == whole
-    assert rows.kl_mask[0].tolist() == [0] * start + [1] * (len(whole) - start)
-    positions, tokens = rows.rows.spans[0]
-    assert positions == list(range(start - 1, len(whole) - 1)) and tokens == whole[start:]
-    before = torch.zeros(1, len(whole), 5).log_softmax(-1)
-    after = before.clone()
-    after[0, :start] = torch.tensor([4.0, 0, 0, 0, 0]).log_softmax(-1)  # prompt positions
-    assert float(masked_kl(before, after, rows.kl_mask)) == 0.0
-    after[0, start] = torch.tensor([4.0, 0, 0, 0, 0]).log_softmax(-1)
-    assert float(masked_kl(before, after, rows.kl_mask)) > 0.0

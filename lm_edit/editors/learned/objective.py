@@ -1,8 +1,6 @@
 """MEND's training objective for one edit: the edit loss of the edited model on the
 request and its rephrases, and the KL divergence between the unedited and the edited
-model's next-token distributions on an unrelated text, at the positions whose input is a
-token of the unrelated answer (the reference's: its mask is the answer's own attention
-mask, aligned to the end of the prompt-and-answer sequence). The edited model is the base
+model's next-token distributions on an unrelated text. The edited model is the base
 model called with edited weights through ``torch.func.functional_call``, so the model
 itself never changes and gradients reach the network through the edits."""
 
@@ -16,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lm_edit.core.tokens import pad_batch, prompt_and_target
-from lm_edit.core.training import target_nll, teacher_forced
+from lm_edit.core.training import target_nll
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.factors import (
     EditedWeight,
@@ -73,25 +70,6 @@ def generality_rows(tokenizer: Any, request: EditRequest) -> Rows:
     return target_rows(tokenizer, [(p, request.target_new) for p in prompts])
 
 
-@dataclass(frozen=True)
-class UnrelatedRows:
-    """The unrelated prompt and answer in full (``rows``: its answer's span for the argmax
-    check), and the mask of the positions the locality KL covers: those whose input is an
-    answer token, the last of which predicts what follows the answer."""
-
-    rows: Rows
-    kl_mask: torch.Tensor
-
-
-def unrelated_rows(tokenizer: Any, prompt: str, answer: str) -> UnrelatedRows:
-    """The locality rows of ``prompt`` followed by ``" " + answer``."""
-    whole, start = prompt_and_target(tokenizer, prompt, " " + answer.strip())
-    batch = pad_batch([whole])
-    mask = torch.zeros_like(batch.attention_mask)
-    mask[0, start : len(whole)] = 1
-    return UnrelatedRows(Rows(batch, [teacher_forced(start, whole[start:])]), mask)
-
-
 def masked_kl(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over unmasked positions of KL(before ‖ after), both log-probabilities."""
     kl = (before.exp() * (before - after)).sum(-1)
@@ -128,18 +106,18 @@ def edit_and_score(
     parameters = edited_parameters(model, weights, network.deltas(factors))
     rows = generality_rows(tokenizer, case.request)
     edit_after = log_probs(model, rows.batch, parameters)
-    unrelated = unrelated_rows(tokenizer, *case.unrelated)
+    unrelated = target_rows(tokenizer, [case.unrelated])
     with torch.no_grad():
-        before = log_probs(model, unrelated.rows.batch)
-    after = log_probs(model, unrelated.rows.batch, parameters)
+        before = log_probs(model, unrelated.batch)
+    after = log_probs(model, unrelated.batch, parameters)
     return EditOutcome(
         loss_before=loss,
         parameters=parameters,
         edit_rows=rows,
         edit_after=edit_after,
-        unrelated_rows=unrelated.rows,
+        unrelated_rows=unrelated,
         unrelated_before=before,
         unrelated_after=after,
         edit_loss=target_nll(edit_after, rows.spans),
-        locality_loss=masked_kl(before, after, unrelated.kl_mask),
+        locality_loss=masked_kl(before, after, unrelated.batch.attention_mask),
     )
