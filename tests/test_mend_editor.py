@@ -242,4 +242,3 @@ def test_a_checkpoint_holds_only_plain_data(trained):
 
     assert plain(checkpoint)
     assert checkpoint["step"] == 12 and checkpoint["base"]["model_type"] == "llama"
-
