@@ -60,10 +60,11 @@ def test_coarse_and_refined_neurons():
     assert refined_neurons(found, 0.0) == [(1, 2), (3, 4), (5, 6)]
 
 
+@pytest.mark.parametrize("value_sign", ["fixed", "activation"])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("request_index", [0, 1])
 def test_edit_takes_on_located_value_vectors_only_and_undo_is_exact(
-    family, request_index, tiny_tokenizer
+    family, request_index, value_sign, tiny_tokenizer
 ):
     request = REQUESTS[request_index]
     states = []
@@ -73,7 +74,7 @@ def test_edit_takes_on_located_value_vectors_only_and_undo_is_exact(
         assert int(_logits(model, tiny_tokenizer, request.prompt).argmax()) != _first_token(
             tiny_tokenizer, request.target_new
         )
-        stream = _stream(model, tiny_tokenizer, seed=1)
+        stream = _stream(model, tiny_tokenizer, seed=1, value_sign=value_sign)
         record = stream.apply([request], progress=False)[0]
         answer = int(_logits(model, tiny_tokenizer, request.prompt).argmax())
         assert answer == _first_token(tiny_tokenizer, request.target_new)

@@ -81,10 +81,22 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.slow
-def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolated_cache):
+def _fresh_rome(model_dir: Path, n_edits: int):
+    """``edited-hf`` with ROME's fast settings and ``n_edits`` demo edits, outside a sweep."""
     from lm_edit.evaluation.model import EditedLM
 
+    return EditedLM(
+        pretrained=str(model_dir),
+        device="cpu",
+        editor="rome",
+        n_edits=n_edits,
+        edit_data="demo",
+        **ROME_FAST,
+    )
+
+
+@pytest.mark.slow
+def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolated_cache):
     model_dir, tasks = tiny_setup
     config = _config(model_dir, tasks, tmp_path / "sweep")
     manager = build_task_manager(config)
@@ -111,14 +123,7 @@ def test_incremental_equals_fresh_and_resume_skips(tiny_setup, tmp_path, isolate
     ]
     assert [e[2] for e in events] == ["evaluated"] * 3
 
-    fresh = EditedLM(
-        pretrained=str(model_dir),
-        device="cpu",
-        editor="rome",
-        n_edits=10,
-        edit_data="demo",
-        **ROME_FAST,
-    )
+    fresh = _fresh_rome(model_dir, 10)
     assert fresh.n_applied == 10
     expected = _weights(fresh.model)
     assert set(expected) == set(snapshots[10])
@@ -171,7 +176,6 @@ def test_a_copied_folder_resumes_without_optimising_earlier_values(
     import shutil
 
     from lm_edit.editors.locate import editor as locate_editor
-    from lm_edit.evaluation.model import EditedLM
     from lm_edit.studies.sweep.outputs import VALUES
 
     model_dir, tasks = tiny_setup
@@ -217,15 +221,7 @@ def test_a_copied_folder_resumes_without_optimising_earlier_values(
     assert len(optimised) == 1  # edit 2 only; edit 1's value came from the copied folder
     assert len(list((copy / VALUES).glob("*/*.pt"))) == 2
 
-    fresh = EditedLM(
-        pretrained=str(model_dir),
-        device="cpu",
-        editor="rome",
-        n_edits=2,
-        edit_data="demo",
-        **ROME_FAST,
-    )
-    expected = _weights(fresh.model)
+    expected = _weights(_fresh_rome(model_dir, 2).model)
     assert all(torch.equal(expected[k], kept[k]) for k in expected)
 
 
