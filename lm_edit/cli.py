@@ -346,40 +346,47 @@ def _save(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_mend(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> int:
     from lm_eval._cli.utils import key_val_to_dict
 
-    from lm_edit.editors.learned.command import run_train_mend
-    from lm_edit.editors.learned.training import TrainSettings
-
-    given = {name: getattr(args, name) for name in _TRAIN_FLAGS}
-    settings = TrainSettings(**{k: v for k, v in given.items() if v is not None})
+    flags = _SERAC_FLAGS if args.editor == "serac" else _TRAIN_FLAGS
+    given = {name: getattr(args, name) for name in flags}
+    given = {k: v for k, v in given.items() if v is not None}
     model_args = key_val_to_dict(args.model_args)
     if args.device:
         model_args["device"] = args.device
+    options = {"split": args.train_split, "progress": not args.no_progress}
     try:
-        report = run_train_mend(
-            model_args,
-            args.train_data,
-            args.output,
-            settings,
-            split=args.train_split,
-            progress=not args.no_progress,
-        )
+        if args.editor == "serac":
+            from lm_edit.editors.serac.command import run_train_serac
+            from lm_edit.editors.serac.training import SeracTrainSettings
+
+            settings = SeracTrainSettings(**given)
+            report = run_train_serac(model_args, args.train_data, args.output, settings, **options)
+        else:
+            from lm_edit.editors.learned.command import run_train_mend
+            from lm_edit.editors.learned.training import TrainSettings
+
+            report = run_train_mend(
+                model_args, args.train_data, args.output, TrainSettings(**given), **options
+            )
     except KeyboardInterrupt:
         print(
-            f"\nlm-edit train mend: interrupted; {args.output} keeps the last checkpoint, and "
-            "the same command continues from it.",
+            f"\nlm-edit train {args.editor}: interrupted; {args.output} keeps the last "
+            "checkpoint, and the same command continues from it.",
             file=sys.stderr,
         )
         return 130
     final = report["final"]
-    print(f"MEND network after {final['step']} steps: {args.output}")
+    trained = "scope classifier" if args.editor == "serac" else "network"
+    print(f"{args.editor.upper()} {trained} after {final['step']} steps: {args.output}")
     print(
         "validation ({cases} cases): edit success {edit_success}, generality {generality}, "
         "locality {locality}".format(**final)
     )
-    print(f"edit with: --model_args ...,editor=mend,editor_checkpoint={args.output}")
+    if args.editor == "serac":
+        print("scope: in scope {in_scope}, out of scope {out_of_scope}".format(**final))
+    print(f"edit with: --model_args ...,editor={args.editor},editor_checkpoint={args.output}")
     return 0
 
 
@@ -403,29 +410,60 @@ _TRAIN_FLAGS: dict[str, tuple[type, str]] = {
 building the parser imports nothing heavy; a test keeps the two in step)."""
 
 
+_SERAC_FLAGS: dict[str, tuple[type, str]] = {
+    "steps": (int, "optimiser updates (default 1000)"),
+    "batch_size": (int, "edits per update (default 10)"),
+    "lr": (float, "Adam learning rate of the classifier (default 1e-3)"),
+    "layer": (int, "block whose output the classifier reads (default: the middle one)"),
+    "width": (int, "hidden width of the classifier (default 512)"),
+    "dim": (int, "embedding size (default 256)"),
+    "grad_clip": (float, "largest gradient norm (default 100)"),
+    "val_every": (int, "steps between validations (default 100)"),
+    "val_cases": (int, "held-out validation cases (default 100)"),
+    "checkpoint_every": (int, "steps between checkpoints (default: val_every)"),
+    "seed": (int, "seed of the split, case order and classifier (default 0)"),
+}
+"""``lm-edit train serac`` flags: the fields of ``SeracTrainSettings``."""
+
+_TRAINED = {
+    "mend": (
+        "train MEND's gradient transform (resumable: run again to continue)",
+        "Train MEND's network on edit data.",
+        "pretrained=...[,device=...,dtype=...,layers=...,layer_count=...,modules=...]",
+        _TRAIN_FLAGS,
+    ),
+    "serac": (
+        "train SERAC's scope classifier (resumable: run again to continue)",
+        "Train SERAC's scope classifier on edit data (the counterfactual model is the "
+        "model itself).",
+        "pretrained=...[,device=...,dtype=...]",
+        _SERAC_FLAGS,
+    ),
+}
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train an editor that learns to edit")
     kinds = train.add_subparsers(dest="editor", required=True)
-    mend = kinds.add_parser(
-        "mend",
-        help="train MEND's gradient transform (resumable: run again to continue)",
-        description="Train MEND's network on edit data. --output holds the checkpoint "
-        "(written every --checkpoint_every steps; the same command run again continues "
-        "from it) and the final validation.",
-    )
-    mend.add_argument(
-        "--model_args",
-        required=True,
-        help="pretrained=...[,device=...,dtype=...,layers=...,layer_count=...,modules=...]",
-    )
-    mend.add_argument("--train_data", required=True, help="edit data: built-in name, file, Hub id")
-    mend.add_argument("--train_split", help="Hub split of --train_data")
-    mend.add_argument("--output", type=Path, required=True, help="the run's folder")
-    mend.add_argument("--device", help="shorthand for device= in --model_args")
-    mend.add_argument("--no_progress", action="store_true", help="no progress bar")
-    for name, (kind, text) in _TRAIN_FLAGS.items():
-        mend.add_argument(f"--{name}", type=kind, help=text)
-    mend.set_defaults(run=_train_mend)
+    for editor, (short, what, model_help, flags) in _TRAINED.items():
+        parser = kinds.add_parser(
+            editor,
+            help=short,
+            description=f"{what} --output holds the checkpoint (written every "
+            "--checkpoint_every steps; the same command run again continues from it) and "
+            "the final validation.",
+        )
+        parser.add_argument("--model_args", required=True, help=model_help)
+        parser.add_argument(
+            "--train_data", required=True, help="edit data: built-in name, file, Hub id"
+        )
+        parser.add_argument("--train_split", help="Hub split of --train_data")
+        parser.add_argument("--output", type=Path, required=True, help="the run's folder")
+        parser.add_argument("--device", help="shorthand for device= in --model_args")
+        parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+        for name, (kind, text) in flags.items():
+            parser.add_argument(f"--{name}", type=kind, help=text)
+        parser.set_defaults(run=_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,3 +132,19 @@ def lifecycle_checkpoint(tokenizer, folder: Path, requests: list[EditRequest]) -
     held_out = {"val_cases": 1, "seed": 0}
     train_tiny(tokenizer, data, folder, steps=30, val_every=30, checkpoint_every=30, **held_out)
     return folder
+
+
+def serac_lifecycle_checkpoint(tokenizer, folder: Path, requests: list[EditRequest]) -> Path:
+    """A scope classifier for the tiny Llama after a short run on ``requests`` and two more
+    cases (a request's own prompt is in its scope whatever the classifier learned)."""
+    from lm_edit.editors.serac.training import SeracTrainSettings, train_serac
+
+    extra = [
+        EditRequest("x", "Michael Jordan plays the sport of", "Michael Jordan", "football"),
+        EditRequest("y", "Danielle Darrieux is a native speaker of", "Danielle Darrieux", "Japan"),
+    ]
+    data = EditData([*requests, *extra], {"content_sha256": "lifecycle"})
+    model = make_tiny_model("llama", len(tokenizer))
+    settings = SeracTrainSettings(steps=4, batch_size=2, val_every=4, val_cases=1)
+    train_serac(model, tokenizer, data, folder, settings, resolve_anatomy(model), progress=False)
+    return folder

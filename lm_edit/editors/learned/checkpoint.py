@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,33 +36,64 @@ from lm_edit.editors.config import model_facts
 from lm_edit.editors.learned.factors import EditedWeight
 from lm_edit.editors.learned.network import MendNetwork
 
-FORMAT = "lm-edit-mend"
-FORMAT_VERSION = 1
-CHECKPOINT_FILE = "mend.pt"
-"""The checkpoint's name inside a training folder (``editor_checkpoint=<folder>``)."""
 
-TRAIN_HINT = (
-    "lm-edit train mend --model_args pretrained=<this model> --train_data <edit data> "
-    "--output <folder>"
-)
+@dataclass(frozen=True)
+class CheckpointKind:
+    """What tells one learned editor's checkpoints apart: the editor, the format name and
+    version written into every checkpoint, and the file's name in a training folder."""
+
+    editor: str
+    format: str
+    version: int
+    file: str
+
+    @property
+    def command(self) -> str:
+        """The command that writes such checkpoints."""
+        return f"lm-edit train {self.editor}"
+
+    @property
+    def train_hint(self) -> str:
+        """How to make a checkpoint of this kind."""
+        return (
+            f"{self.command} --model_args pretrained=<this model> --train_data <edit data> "
+            "--output <folder>"
+        )
+
+
+MEND_CHECKPOINT = CheckpointKind("mend", "lm-edit-mend", 1, "mend.pt")
+FORMAT = MEND_CHECKPOINT.format
+FORMAT_VERSION = MEND_CHECKPOINT.version
+CHECKPOINT_FILE = MEND_CHECKPOINT.file
+"""The checkpoint's name inside a training folder (``editor_checkpoint=<folder>``)."""
+TRAIN_HINT = MEND_CHECKPOINT.train_hint
 
 
 class CheckpointError(ValueError):
-    """A MEND checkpoint that is missing, unreadable or made for something else."""
+    """A learned editor's checkpoint that is missing, unreadable or made for something
+    else."""
 
 
-def model_identity(model: nn.Module, weights: list[EditedWeight]) -> dict[str, Any]:
-    """What a checkpoint must agree with: the model's shape and its edited weights."""
-    listed = [[w.name, w.shape[0], w.shape[1]] for w in weights]
-    fingerprint = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
+def base_identity(model: nn.Module) -> dict[str, Any]:
+    """What any learned editor's checkpoint must agree with: the model's shape (type,
+    depth, widths, vocabulary) and, to warn when it differs, the digest of its weights."""
     head = model.get_output_embeddings()
     vocab = head.weight.shape[0] if head is not None else model.config.vocab_size
     return {
         **model_facts(model),
         "vocab_size": int(vocab),
+        "weights_digest": weights_digest(model),
+    }
+
+
+def model_identity(model: nn.Module, weights: list[EditedWeight]) -> dict[str, Any]:
+    """What a MEND checkpoint must agree with: the model's shape and its edited weights."""
+    listed = [[w.name, w.shape[0], w.shape[1]] for w in weights]
+    fingerprint = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
+    return {
+        **base_identity(model),
         "weights": listed,
         "weights_fingerprint": fingerprint,
-        "weights_digest": weights_digest(model),
     }
 
 
@@ -80,42 +112,45 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(checkpoint: dict[str, Any], folder: Path) -> Path:
-    """Write ``checkpoint`` to ``folder/mend.pt`` atomically (temp file, then rename);
+def save_checkpoint(
+    checkpoint: dict[str, Any], folder: Path, kind: CheckpointKind = MEND_CHECKPOINT
+) -> Path:
+    """Write ``checkpoint`` to ``folder/<kind.file>`` atomically (temp file, then rename);
     equal checkpoints give equal bytes (:func:`canonical`)."""
     buffer = io.BytesIO()
     torch.save(canonical(checkpoint), buffer)
-    path = folder / CHECKPOINT_FILE
+    path = folder / kind.file
     save_bytes(buffer.getvalue(), path)
     return path
 
 
-def read_checkpoint(folder: str | Path) -> dict[str, Any]:
+def read_checkpoint(folder: str | Path, kind: CheckpointKind = MEND_CHECKPOINT) -> dict[str, Any]:
     """The checkpoint in ``folder``, its format and version checked."""
     folder = Path(folder).expanduser()
-    path = folder / CHECKPOINT_FILE
+    path = folder / kind.file
+    label = kind.editor.upper()
     if not folder.is_dir():
         raise CheckpointError(
-            f"editor_checkpoint={str(folder)!r} is not a folder. Train one with `{TRAIN_HINT}` "
-            "and pass that folder."
+            f"editor_checkpoint={str(folder)!r} is not a folder. Train one with "
+            f"`{kind.train_hint}` and pass that folder."
         )
     if not path.is_file():
         raise CheckpointError(
-            f"editor_checkpoint={str(folder)!r} holds no {CHECKPOINT_FILE}: it is not a folder "
-            f"written by `lm-edit train mend` (or its run has not saved a checkpoint yet)."
+            f"editor_checkpoint={str(folder)!r} holds no {kind.file}: it is not a folder "
+            f"written by `{kind.command}` (or its run has not saved a checkpoint yet)."
         )
     try:
         checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # any unreadable file is refused the same way
-        raise CheckpointError(f"{path} cannot be read as a MEND checkpoint: {error}") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an lm-edit MEND checkpoint.")
+        raise CheckpointError(f"{path} cannot be read as a {label} checkpoint: {error}") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != kind.format:
+        raise CheckpointError(f"{path} is not an lm-edit {label} checkpoint.")
     version = checkpoint.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != kind.version:
         raise CheckpointError(
             f"{path} has checkpoint format version {version}, but this lm-edit reads version "
-            f"{FORMAT_VERSION}; retrain it with `lm-edit train mend` (or use the lm-edit "
-            "version that wrote it)."
+            f"{kind.version}; retrain it with `{kind.command}` (or use the lm-edit version "
+            "that wrote it)."
         )
     return checkpoint
 
@@ -123,15 +158,25 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
 _MODEL_FACTS = ("model_type", "num_layers", "hidden_size", "intermediate_size", "vocab_size")
 
 
-def check_identity(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
-    """Refuse a checkpoint trained for another model or other edited weights."""
+def check_base_model(
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    where: str,
+    kind: CheckpointKind = MEND_CHECKPOINT,
+) -> None:
+    """Refuse a checkpoint trained for a model of another type or shape."""
     for key in _MODEL_FACTS:
         if saved.get(key) != current.get(key):
             raise CheckpointError(
                 f"{where} was trained for another base model: {key} is {saved.get(key)!r} "
-                f"there but {current.get(key)!r} here. Train a network for this model with "
-                f"`{TRAIN_HINT}`."
+                f"there but {current.get(key)!r} here. Train one for this model with "
+                f"`{kind.train_hint}`."
             )
+
+
+def check_identity(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """Refuse a MEND checkpoint trained for another model or other edited weights."""
+    check_base_model(saved, current, where)
     names = [w[0] for w in saved["weights"]]
     wanted = [w[0] for w in current["weights"]]
     if names != wanted:
@@ -162,6 +207,6 @@ def build_network(checkpoint: dict[str, Any], device: torch.device | str = "cpu"
     return network.to(device).eval()
 
 
-def network_state(network: MendNetwork) -> dict[str, torch.Tensor]:
-    """The network's tensors as a plain dict of CPU copies."""
+def network_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    """A trained module's tensors as a plain dict of CPU copies."""
     return {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}

@@ -1,4 +1,4 @@
-"""The output folder of ``lm-edit train mend``: what it may hold and how a run in it is
+"""The output folder of ``lm-edit train <editor>``: what it may hold and how a run in it is
 recognised.
 
 A training folder holds :data:`RUN_FILE` (the run's settings, written first, JSON), the
@@ -16,40 +16,52 @@ from pathlib import Path
 from typing import Any
 
 from lm_edit.atomic import remove_stale_temps, save_text
-from lm_edit.editors.learned.checkpoint import CHECKPOINT_FILE
+from lm_edit.editors.learned.checkpoint import MEND_CHECKPOINT, CheckpointKind
 
 RUN_FILE = "training.json"
 REPORT_FILE = "validation.json"
-RUN_KIND = "lm-edit train mend"
-OWN_FILES = frozenset({RUN_FILE, REPORT_FILE, CHECKPOINT_FILE})
-_OWN_TEMP = re.compile(r"^\.(" + "|".join(re.escape(n) for n in sorted(OWN_FILES)) + r")~.+~.+$")
+RUN_KIND = MEND_CHECKPOINT.command
 
 
 class OutputFolderError(ValueError):
     """The output folder holds something other than this training run."""
 
 
-def check_output(folder: Path) -> None:
-    """Refuse a path that is not a folder, or a folder holding files this command did
-    not write (nothing is deleted)."""
+def own_files(kind: CheckpointKind) -> frozenset[str]:
+    """The files a training run of ``kind`` writes into its folder."""
+    return frozenset({RUN_FILE, REPORT_FILE, kind.file})
+
+
+def check_output(folder: Path, kind: CheckpointKind = MEND_CHECKPOINT) -> None:
+    """Refuse a path that is not a folder, or a folder holding files ``kind``'s training
+    command did not write, or another editor's run (nothing is deleted)."""
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise OutputFolderError(f"--output {folder} exists and is not a folder; choose a new path.")
     if not folder.exists():
         return
     remove_stale_temps(folder)
+    owned = own_files(kind)
+    temp = re.compile(r"^\.(" + "|".join(re.escape(n) for n in sorted(owned)) + r")~.+~.+$")
     foreign = sorted(
-        p.name for p in folder.iterdir() if p.name not in OWN_FILES and not _OWN_TEMP.match(p.name)
+        p.name for p in folder.iterdir() if p.name not in owned and not temp.match(p.name)
     )
     if foreign:
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         shown = ", ".join(foreign[:5]) + more
         raise OutputFolderError(
-            f"--output {folder} holds files lm-edit train mend did not write ({shown}); "
+            f"--output {folder} holds files {kind.command} did not write ({shown}); "
             "choose a new or empty folder (nothing was deleted)."
         )
     run = folder / RUN_FILE
-    if run.exists() and read_run(folder).get("kind") != RUN_KIND:
-        raise OutputFolderError(f"--output {folder}: {RUN_FILE} is not an lm-edit training run.")
+    if run.exists():
+        found = read_run(folder).get("kind")
+        if found != kind.command:
+            known = isinstance(found, str) and found.startswith("lm-edit train ")
+            what = f"a `{found}` run" if known else "not an lm-edit training run"
+            raise OutputFolderError(
+                f"--output {folder}: {RUN_FILE} is {what}, so `{kind.command}` cannot use "
+                "this folder; choose another."
+            )
 
 
 def read_run(folder: Path) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from lm_edit.core.anatomy import ModelAnatomy
 from lm_edit.core.arguments import argument, check_bounds
@@ -41,22 +40,26 @@ from lm_edit.editors.learned.checkpoint import (
     CHECKPOINT_FILE,
     FORMAT,
     FORMAT_VERSION,
+    MEND_CHECKPOINT,
     model_identity,
     network_state,
-    read_checkpoint,
-    save_checkpoint,
 )
 from lm_edit.editors.learned.editor import MendConfig, chosen_weights
 from lm_edit.editors.learned.factors import EditedWeight
+from lm_edit.editors.learned.loop import (
+    check_resume,
+    load_optimizer,
+    optimizer_state,
+    resume_saved,
+    train_loop,
+)
 from lm_edit.editors.learned.network import MendNetwork
 from lm_edit.editors.learned.objective import EditCase, edit_and_score
 from lm_edit.editors.learned.run_folder import (
     REPORT_FILE,
     RUN_FILE,
     RUN_KIND,
-    OutputFolderError,
     check_output,
-    describe_difference,
     write_json,
 )
 from lm_edit.editors.learned.validation import validate
@@ -183,18 +186,6 @@ def _optimizer(network: MendNetwork, settings: TrainSettings) -> torch.optim.Ada
     return torch.optim.Adam(groups)
 
 
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, torch.Tensor]]:
-    state = optimizer.state_dict()["state"]
-    return {
-        int(i): {k: v.detach().to("cpu", copy=True) for k, v in s.items()} for i, s in state.items()
-    }
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[int, dict]) -> None:
-    groups = optimizer.state_dict()["param_groups"]
-    optimizer.load_state_dict({"state": dict(state), "param_groups": groups})
-
-
 @dataclass
 class Run:
     """Everything one training run holds: what it trains, on what, and its state."""
@@ -218,7 +209,7 @@ class Run:
             "state": network_state(self.network),
             "step": self.step,
             "training": {
-                "optimizer": _optimizer_state(self.optimizer),
+                "optimizer": optimizer_state(self.optimizer),
                 "sampler": self.sampler.state(),
                 "history": list(self.history),
             },
@@ -227,7 +218,7 @@ class Run:
     def resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue from ``checkpoint`` (already checked against the header)."""
         self.network.load_state_dict(checkpoint["state"])
-        _load_optimizer(self.optimizer, checkpoint["training"]["optimizer"])
+        load_optimizer(self.optimizer, checkpoint["training"]["optimizer"])
         self.sampler.load(checkpoint["training"]["sampler"])
         self.history = list(checkpoint["training"]["history"])
         self.step = int(checkpoint["step"])
@@ -288,22 +279,6 @@ def _header(
 _RESUME_KEYS = ("base", "network", "settings", "train_data")
 
 
-def _check_resume(saved: dict[str, Any], header: dict[str, Any], output: Path) -> None:
-    """Refuse to continue a run whose model, data or settings differ from these."""
-    for key in _RESUME_KEYS:
-        if saved.get(key) != header[key]:
-            first, second = saved.get(key) or {}, header[key]
-            if key == "base":
-                first = {k: v for k, v in first.items() if k != "weights"}
-                second = {k: v for k, v in second.items() if k != "weights"}
-            raise OutputFolderError(
-                f"--output {output} holds a MEND run with another {key.replace('_', ' ')}: "
-                f"{describe_difference(first, second) or 'edited weights differ'}. Resume it "
-                "with the same model, data and settings (only --steps may change), or "
-                "choose a new folder."
-            )
-
-
 def train_mend(
     model: nn.Module,
     tokenizer: Any,
@@ -339,16 +314,13 @@ def train_mend(
         CaseSampler(training, settings.seed),
         validation_cases(held_out, training),
     )
-    if (output / CHECKPOINT_FILE).is_file():
-        saved = read_checkpoint(output)
-        _check_resume(saved, header, output)
-        if int(saved["step"]) > settings.steps:
-            raise OutputFolderError(
-                f"--output {output} holds a run at step {saved['step']}, beyond --steps "
-                f"{settings.steps}; pass --steps {saved['step']} or more, or a new folder."
-            )
-        run.resume(saved)
-        logger.info("MEND: resuming %s from step %d", output, run.step)
+    resume_saved(
+        run,
+        output,
+        MEND_CHECKPOINT,
+        settings.steps,
+        lambda saved: check_resume(saved, header, output, _RESUME_KEYS, "MEND", ("weights",)),
+    )
     output.mkdir(parents=True, exist_ok=True)
     write_json(
         {
@@ -362,32 +334,18 @@ def train_mend(
         RUN_FILE,
     )
     with frozen(model):
-        _loop(run, output, progress, on_checkpoint)
+        train_loop(
+            run,
+            output,
+            MEND_CHECKPOINT,
+            steps=settings.steps,
+            val_every=settings.val_every,
+            checkpoint_every=settings.checkpoint_every,
+            progress=progress,
+            on_checkpoint=on_checkpoint,
+        )
         final = {"step": run.step, **run.validate()}
     report = {"final": final, "history": run.history, "checkpoint": CHECKPOINT_FILE}
     write_json(report, output, REPORT_FILE)
     logger.info("MEND: final validation at step %d: %s", run.step, final)
     return report
-
-
-def _loop(
-    run: Run, output: Path, progress: bool, on_checkpoint: Callable[[int], None] | None
-) -> None:
-    settings = run.settings
-    every = settings.checkpoint_every or settings.val_every
-    bar = tqdm(
-        total=settings.steps, initial=run.step, desc="train mend", unit="step", disable=not progress
-    )
-    with bar:
-        while run.step < settings.steps:
-            losses = run.train_step()
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
-            if run.step % settings.val_every == 0:
-                scores = {"step": run.step, **run.validate()}
-                run.history.append(scores)
-                logger.info("MEND validation: %s", scores)
-            if run.step % every == 0 or run.step == settings.steps:
-                save_checkpoint(run.checkpoint(), output)
-                if on_checkpoint is not None:
-                    on_checkpoint(run.step)

@@ -1,0 +1,317 @@
+"""Training SERAC's scope classifier (``lm-edit train serac``).
+
+The edit data is split as MEND's training splits it (shuffled with ``seed``, the first
+``val_cases`` held out). Each step takes the next ``batch_size`` training cases (epochs
+of random order, each case with an unrelated prompt: one of its locality probes or
+another case's fact) and scores every query of the batch against every edit of the
+batch: the cases' prompts and rephrases, and the unrelated prompts. A query is in the
+scope of an edit when it is that edit's prompt or one of its rephrases; every other pair
+is out of scope. The loss is the paper's binary cross-entropy of the similarity, averaged
+over the in-scope pairs and over the out-of-scope pairs and the two halves summed
+(balanced, since out-of-scope pairs outnumber the others by about the batch size); the
+trivial pairs of an edit with its own prompt are left out. The base model is frozen and
+only supplies features (:mod:`.classifier`); its forward pass stops at the feature layer.
+
+Checkpoints, validation, resuming and the output folder work as for MEND
+(:mod:`lm_edit.editors.learned.loop`): a run started again with the same settings
+continues from its last checkpoint and ends with the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lm_edit.core.anatomy import ModelAnatomy
+from lm_edit.core.arguments import argument, check_bounds
+from lm_edit.core.training import frozen
+from lm_edit.data.loading import EditData
+from lm_edit.data.requests import EditRequest
+from lm_edit.editors.learned.checkpoint import base_identity, network_state
+from lm_edit.editors.learned.loop import (
+    check_resume,
+    load_optimizer,
+    optimizer_state,
+    resume_saved,
+    train_loop,
+)
+from lm_edit.editors.learned.objective import EditCase
+from lm_edit.editors.learned.run_folder import REPORT_FILE, RUN_FILE, check_output, write_json
+from lm_edit.editors.learned.training import CaseSampler, split_cases, validation_cases
+from lm_edit.editors.serac.checkpoint import SERAC_CHECKPOINT
+from lm_edit.editors.serac.classifier import (
+    FeatureBank,
+    ScopeClassifier,
+    binary_log_likelihood,
+)
+from lm_edit.editors.serac.validation import validate_scope
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SeracTrainSettings:
+    """Settings of a scope classifier's training run (batch size, gradient clip and
+    threshold are the reference's; the classifier is ours, trained from scratch, hence
+    its larger learning rate)."""
+
+    steps: int = argument(1000, ge=1, help="optimiser updates")
+    batch_size: int = argument(10, ge=2, help="edits per update")
+    lr: float = argument(1e-3, gt=0, help="Adam learning rate of the classifier")
+    layer: int | None = argument(None, ge=0, help="feature layer; default: the middle block")
+    width: int = argument(512, ge=1, help="hidden width of the classifier's MLP")
+    dim: int = argument(256, ge=1, help="embedding size")
+    grad_clip: float = argument(100.0, gt=0, help="largest gradient norm")
+    val_every: int = argument(100, ge=1, help="steps between validations")
+    val_cases: int = argument(100, ge=1, help="held-out validation cases")
+    checkpoint_every: int | None = argument(None, ge=1, help="default: val_every")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "lm-edit train serac")
+
+    def resumable(self) -> dict[str, Any]:
+        """Every setting a resumed run must share (all but ``steps``)."""
+        out = asdict(self)
+        out.pop("steps")
+        out["checkpoint_every"] = self.checkpoint_every or self.val_every
+        return out
+
+
+def feature_layer(model: nn.Module, anatomy: ModelAnatomy, layer: int | None) -> int:
+    """``layer``, or the middle block; validated against the model's depth."""
+    depth = anatomy.num_layers(model)
+    chosen = depth // 2 if layer is None else layer
+    if not 0 <= chosen < depth:
+        raise ValueError(f"--layer {chosen} is outside the model, which has blocks 0..{depth - 1}.")
+    return chosen
+
+
+def scope_batch(cases: list[EditCase]) -> tuple[list[str], list[str], torch.Tensor, torch.Tensor]:
+    """The batch's edits (their prompts), its queries, which query is in which edit's
+    scope, and which pairs count (all but an edit with its own prompt)."""
+    edits = [case.request.prompt for case in cases]
+    queries: list[str] = []
+    owners: list[int | None] = []
+    for index, case in enumerate(cases):
+        for text in (case.request.prompt, *case.request.rephrases):
+            queries.append(text)
+            owners.append(index)
+    for case in cases:
+        queries.append(case.unrelated[0])
+        owners.append(None)
+    in_scope = torch.zeros(len(queries), len(edits), dtype=torch.bool)
+    for row, owner in enumerate(owners):
+        if owner is not None:
+            same = [j for j, prompt in enumerate(edits) if prompt == edits[owner]]
+            in_scope[row, same] = True
+    counted = torch.tensor([[q != e for e in edits] for q in queries])
+    return edits, queries, in_scope, counted
+
+
+def scope_texts(training: list[EditRequest], validation: list[EditCase]) -> list[str]:
+    """Every text the classifier reads in a run: the cases' prompts and rephrases, their
+    locality prompts, and the validation cases' unrelated prompts."""
+    texts = []
+    for request in [*training, *(case.request for case in validation)]:
+        texts += [request.prompt, *request.rephrases, *(p.prompt for p in request.locality)]
+    return texts + [case.unrelated[0] for case in validation]
+
+
+def balanced_loss(log_similarity: torch.Tensor, in_scope: torch.Tensor, counted: torch.Tensor):
+    """Mean negative log-likelihood of the in-scope pairs plus that of the others."""
+    ll = binary_log_likelihood(log_similarity, in_scope)
+    loss = log_similarity.new_zeros(())
+    for part in (in_scope & counted, ~in_scope & counted):
+        if part.any():
+            loss = loss - ll[part].mean()
+    return loss
+
+
+@dataclass
+class ScopeRun:
+    """One scope classifier's training run (a :class:`~..learned.loop.TrainingRun`)."""
+
+    model: nn.Module
+    tokenizer: Any
+    anatomy: ModelAnatomy
+    layer: int
+    settings: SeracTrainSettings
+    header: dict[str, Any]
+    classifier: ScopeClassifier
+    optimizer: torch.optim.Adam
+    sampler: CaseSampler
+    validation: list[EditCase]
+    bank: FeatureBank
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def train_step(self) -> dict[str, float]:
+        """One update over ``batch_size`` edits; the loss and the mean in-scope and
+        out-of-scope similarities."""
+        cases = [self.sampler.next() for _ in range(self.settings.batch_size)]
+        edits, queries, in_scope, counted = scope_batch(cases)
+        texts = list(dict.fromkeys(edits + queries))
+        where = {text: row for row, text in enumerate(texts)}
+        device = next(self.classifier.parameters()).device
+        features = self.bank(texts).to(device)
+        self.classifier.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        embedded = self.classifier(features)
+        log_similarity = self.classifier.log_similarity(
+            embedded[[where[q] for q in queries]], embedded[[where[e] for e in edits]]
+        )
+        loss = balanced_loss(log_similarity, in_scope.to(device), counted.to(device))
+        loss.backward()
+        try:
+            torch.nn.utils.clip_grad_norm_(
+                self.classifier.parameters(), self.settings.grad_clip, error_if_nonfinite=True
+            )
+        except RuntimeError as error:
+            raise ValueError(
+                f"SERAC training diverged at step {self.step + 1}: the gradient norm is not "
+                "finite. Lower --lr and start a new folder (the last checkpoint is kept)."
+            ) from error
+        self.optimizer.step()
+        self.step += 1
+        similarity = log_similarity.detach().exp()
+        positive = in_scope & counted
+        return {
+            "loss": float(loss.detach()),
+            "sim_in": float(similarity[positive].mean()) if positive.any() else 1.0,
+            "sim_out": float(similarity[~in_scope].mean()),
+        }
+
+    def validate(self) -> dict[str, Any]:
+        return validate_scope(
+            self.model,
+            self.tokenizer,
+            self.anatomy,
+            self.classifier,
+            self.layer,
+            self.validation,
+            featurize=self.bank,
+        )
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            **self.header,
+            "state": network_state(self.classifier),
+            "step": self.step,
+            "training": {
+                "optimizer": optimizer_state(self.optimizer),
+                "sampler": self.sampler.state(),
+                "history": list(self.history),
+            },
+        }
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        self.classifier.load_state_dict(checkpoint["state"])
+        load_optimizer(self.optimizer, checkpoint["training"]["optimizer"])
+        self.sampler.load(checkpoint["training"]["sampler"])
+        self.history = list(checkpoint["training"]["history"])
+        self.step = int(checkpoint["step"])
+
+
+_RESUME_KEYS = ("base", "classifier", "settings", "train_data")
+
+
+def train_serac(
+    model: nn.Module,
+    tokenizer: Any,
+    data: EditData,
+    output: str | Path,
+    settings: SeracTrainSettings,
+    anatomy: ModelAnatomy,
+    *,
+    progress: bool = True,
+    on_checkpoint=None,
+) -> dict[str, Any]:
+    """Train (or resume training) a scope classifier for ``model`` on ``data``, writing
+    the checkpoint and the final validation to ``output``; returns the final report."""
+    output = Path(output)
+    kind = SERAC_CHECKPOINT
+    check_output(output, kind)
+    layer = feature_layer(model, anatomy, settings.layer)
+    training, held_out = split_cases(data.requests, settings.val_cases, settings.seed)
+    hidden = anatomy.hidden_size(model)
+    spec = {
+        "layer": layer,
+        "hidden": hidden,
+        "width": settings.width,
+        "dim": settings.dim,
+        "seed": settings.seed,
+    }
+    header = {
+        "format": kind.format,
+        "format_version": kind.version,
+        "base": base_identity(model),
+        "classifier": spec,
+        "settings": settings.resumable(),
+        "train_data": {
+            "content_sha256": str(data.source.get("content_sha256", "")),
+            "records": len(data.requests),
+        },
+    }
+    device = next(model.parameters()).device
+    validation = validation_cases(held_out, training)
+    with frozen(model):
+        bank = FeatureBank(
+            model, tokenizer, anatomy, layer, scope_texts(training, validation), progress
+        )
+    classifier = ScopeClassifier(hidden, settings.width, settings.dim, settings.seed).to(device)
+    run = ScopeRun(
+        model,
+        tokenizer,
+        anatomy,
+        layer,
+        settings,
+        header,
+        classifier,
+        torch.optim.Adam(classifier.parameters(), lr=settings.lr),
+        CaseSampler(training, settings.seed),
+        validation,
+        bank,
+    )
+    resume_saved(
+        run,
+        output,
+        kind,
+        settings.steps,
+        lambda saved: check_resume(
+            saved, header, output, _RESUME_KEYS, "SERAC", ("weights_digest",)
+        ),
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(
+        {
+            "kind": kind.command,
+            "format_version": kind.version,
+            "train_data": data.source,
+            "validation_case_ids": [c.request.case_id for c in run.validation],
+            **{k: header[k] for k in ("base", "classifier", "settings")},
+        },
+        output,
+        RUN_FILE,
+    )
+    with frozen(model):
+        train_loop(
+            run,
+            output,
+            kind,
+            steps=settings.steps,
+            val_every=settings.val_every,
+            checkpoint_every=settings.checkpoint_every,
+            progress=progress,
+            on_checkpoint=on_checkpoint,
+        )
+        final = {"step": run.step, **run.validate()}
+    report = {"final": final, "history": run.history, "checkpoint": kind.file}
+    write_json(report, output, REPORT_FILE)
+    logger.info("SERAC: final validation at step %d: %s", run.step, final)
+    return report
