@@ -17,7 +17,7 @@ from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.checkpoint import CheckpointError
 from lm_edit.editors.learned.objective import EditCase
 from lm_edit.editors.learned.run_folder import REPORT_FILE, RUN_FILE, OutputFolderError
-from lm_edit.editors.serac.checkpoint import SERAC_CHECKPOINT
+from lm_edit.editors.serac.checkpoint import FEATURES_FILE, SERAC_CHECKPOINT
 from lm_edit.editors.serac.memory import check_template
 from lm_edit.editors.serac.training import SeracTrainSettings, scope_batch, train_serac
 from lm_edit.stream import EditStream
@@ -56,7 +56,8 @@ def train_scope(tokenizer, data, output, *, model=None, on_checkpoint=None, **se
 def test_a_short_run_writes_checkpoint_settings_and_validation(tiny_tokenizer, data_file, tmp_path):
     output = tmp_path / "run"
     report = train_scope(tiny_tokenizer, data_file, output)
-    assert sorted(p.name for p in output.iterdir()) == sorted([SERAC_FILE, RUN_FILE, REPORT_FILE])
+    written = sorted(p.name for p in output.iterdir())
+    assert written == sorted([SERAC_FILE, RUN_FILE, REPORT_FILE, FEATURES_FILE])
     run = json.loads((output / RUN_FILE).read_text())
     assert (
         run["kind"] == "lm-edit train serac" and run["classifier"]["layer"] == 2
@@ -106,6 +107,14 @@ def test_the_same_seed_gives_the_same_bytes_and_a_killed_run_resumes_to_them(
     assert seen == [4, 6] and file_hash(killed / SERAC_FILE) == expected
     with pytest.raises(OutputFolderError, match=r"another settings: lr: 0\.001 \(run\) vs 0\.002"):
         train_scope(tiny_tokenizer, data_file, killed, seed=3, lr=2e-3)
+
+    corrupt = tmp_path / "corrupt"
+    with pytest.raises(Killed):
+        train_scope(tiny_tokenizer, data_file, corrupt, on_checkpoint=kill, seed=3)
+    (corrupt / FEATURES_FILE).write_bytes(b"not a tensor file")
+    train_scope(tiny_tokenizer, data_file, corrupt, seed=3)
+    assert file_hash(corrupt / SERAC_FILE) == expected
+    assert torch.load(corrupt / FEATURES_FILE, weights_only=True)["features"].shape[0] > 0
 
 
 def test_a_mend_folder_is_not_taken_for_a_serac_run(tiny_tokenizer, data_file, tmp_path):
@@ -171,7 +180,9 @@ def test_checkpoints_for_something_else_are_refused(tiny_tokenizer, checkpoint, 
         stream.apply(REQUESTS[:1], batch_size=1, progress=False)
 
 
-@pytest.mark.parametrize("template", ["{prompt} {target}", "{query} {prompt}", "{subject} {query}"])
+@pytest.mark.parametrize(
+    "template", ["{prompt} {target}", "{query} {prompt}", "{subject} {query}", "newfact"]
+)
 def test_templates_that_do_not_end_in_the_query_are_refused(template):
     with pytest.raises(ValueError, match="must end with"):
         check_template(template)
@@ -229,7 +240,7 @@ def test_edited_hf_answers_with_the_new_object_on_smollm2(tmp_path):
         device="cpu",
         editor="serac",
         editor_checkpoint=str(folder),
-        template="New Fact: {prompt} {target}\nPrompt: {query}",
+        template="new-fact",
         n_edits=4,
         edit_data="demo",
         individual_scores=False,

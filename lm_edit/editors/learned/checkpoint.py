@@ -46,6 +46,8 @@ class CheckpointKind:
     format: str
     version: int
     file: str
+    caches: tuple[str, ...] = ()
+    """Other files a run keeps in its folder (rebuilt when missing or stale)."""
 
     @property
     def command(self) -> str:

@@ -24,6 +24,8 @@ class TrainingRun(Protocol):
 
     step: int
     history: list[dict[str, Any]]
+    header: dict[str, Any]
+    validation: list[Any]
 
     def train_step(self) -> dict[str, float]:
         """One optimiser update; the losses to show."""
@@ -40,6 +42,46 @@ class TrainingRun(Protocol):
     def resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue from ``checkpoint`` (already checked against this run)."""
         ...
+
+
+class CheckpointedRun:
+    """The checkpoint and resume of a run that trains one module (``trained``) with one
+    optimiser over a :class:`~.training.CaseSampler`; a subclass supplies those and the
+    ``header`` every checkpoint starts with."""
+
+    header: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    sampler: Any
+    step: int
+    history: list[dict[str, Any]]
+
+    @property
+    def trained(self) -> torch.nn.Module:
+        """The module the run trains."""
+        raise NotImplementedError
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint of the run as it stands."""
+        return {
+            **self.header,
+            "state": {
+                k: v.detach().to("cpu", copy=True) for k, v in self.trained.state_dict().items()
+            },
+            "step": self.step,
+            "training": {
+                "optimizer": optimizer_state(self.optimizer),
+                "sampler": self.sampler.state(),
+                "history": list(self.history),
+            },
+        }
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from ``checkpoint`` (already checked against the header)."""
+        self.trained.load_state_dict(checkpoint["state"])
+        load_optimizer(self.optimizer, checkpoint["training"]["optimizer"])
+        self.sampler.load(checkpoint["training"]["sampler"])
+        self.history = list(checkpoint["training"]["history"])
+        self.step = int(checkpoint["step"])
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, torch.Tensor]]:
@@ -137,3 +179,49 @@ def train_loop(
                 save_checkpoint(run.checkpoint(), output, kind)
                 if on_checkpoint is not None:
                     on_checkpoint(run.step)
+
+
+def train_and_report(
+    run: TrainingRun,
+    model: torch.nn.Module,
+    output: Path,
+    kind: CheckpointKind,
+    train_data: dict[str, Any],
+    described: tuple[str, ...],
+    settings: Any,
+    *,
+    progress: bool,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the run's description (``training.json``: the data's provenance, the
+    validation case ids and the ``described`` keys of its header), train to
+    ``settings.steps`` with the model frozen, validate once more and write the report;
+    returns it."""
+    from lm_edit.core.training import frozen
+    from lm_edit.editors.learned.run_folder import REPORT_FILE, RUN_FILE, write_json
+
+    output.mkdir(parents=True, exist_ok=True)
+    description = {
+        "kind": kind.command,
+        "format_version": kind.version,
+        "train_data": train_data,
+        "validation_case_ids": [c.request.case_id for c in run.validation],
+        **{k: run.header[k] for k in described},
+    }
+    write_json(description, output, RUN_FILE)
+    with frozen(model):
+        train_loop(
+            run,
+            output,
+            kind,
+            steps=settings.steps,
+            val_every=settings.val_every,
+            checkpoint_every=settings.checkpoint_every,
+            progress=progress,
+            on_checkpoint=on_checkpoint,
+        )
+        final = {"step": run.step, **run.validate()}
+    report = {"final": final, "history": run.history, "checkpoint": kind.file}
+    write_json(report, output, REPORT_FILE)
+    logger.info("%s: final validation at step %d: %s", kind.editor, run.step, final)
+    return report

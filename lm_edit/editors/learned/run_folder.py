@@ -29,7 +29,7 @@ class OutputFolderError(ValueError):
 
 def own_files(kind: CheckpointKind) -> frozenset[str]:
     """The files a training run of ``kind`` writes into its folder."""
-    return frozenset({RUN_FILE, REPORT_FILE, kind.file})
+    return frozenset({RUN_FILE, REPORT_FILE, kind.file, *kind.caches})
 
 
 def check_output(folder: Path, kind: CheckpointKind = MEND_CHECKPOINT) -> None:

@@ -33,34 +33,26 @@ from torch import nn
 
 from lm_edit.core.anatomy import ModelAnatomy
 from lm_edit.core.arguments import argument, check_bounds
-from lm_edit.core.training import frozen
 from lm_edit.data.loading import EditData
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.checkpoint import (
-    CHECKPOINT_FILE,
     FORMAT,
     FORMAT_VERSION,
     MEND_CHECKPOINT,
     model_identity,
-    network_state,
 )
 from lm_edit.editors.learned.editor import MendConfig, chosen_weights
 from lm_edit.editors.learned.factors import EditedWeight
 from lm_edit.editors.learned.loop import (
+    CheckpointedRun,
     check_resume,
-    load_optimizer,
-    optimizer_state,
     resume_saved,
-    train_loop,
+    train_and_report,
 )
 from lm_edit.editors.learned.network import MendNetwork
 from lm_edit.editors.learned.objective import EditCase, edit_and_score
 from lm_edit.editors.learned.run_folder import (
-    REPORT_FILE,
-    RUN_FILE,
-    RUN_KIND,
     check_output,
-    write_json,
 )
 from lm_edit.editors.learned.validation import validate
 
@@ -187,7 +179,7 @@ def _optimizer(network: MendNetwork, settings: TrainSettings) -> torch.optim.Ada
 
 
 @dataclass
-class Run:
+class Run(CheckpointedRun):
     """Everything one training run holds: what it trains, on what, and its state."""
 
     model: nn.Module
@@ -202,26 +194,9 @@ class Run:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    def checkpoint(self) -> dict[str, Any]:
-        """The checkpoint of the run as it stands."""
-        return {
-            **self.header,
-            "state": network_state(self.network),
-            "step": self.step,
-            "training": {
-                "optimizer": optimizer_state(self.optimizer),
-                "sampler": self.sampler.state(),
-                "history": list(self.history),
-            },
-        }
-
-    def resume(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from ``checkpoint`` (already checked against the header)."""
-        self.network.load_state_dict(checkpoint["state"])
-        load_optimizer(self.optimizer, checkpoint["training"]["optimizer"])
-        self.sampler.load(checkpoint["training"]["sampler"])
-        self.history = list(checkpoint["training"]["history"])
-        self.step = int(checkpoint["step"])
+    @property
+    def trained(self) -> nn.Module:
+        return self.network
 
     def train_step(self) -> dict[str, float]:
         """One optimiser update over ``batch_size`` edits; the mean losses."""
@@ -321,31 +296,14 @@ def train_mend(
         settings.steps,
         lambda saved: check_resume(saved, header, output, _RESUME_KEYS, "MEND", ("weights",)),
     )
-    output.mkdir(parents=True, exist_ok=True)
-    write_json(
-        {
-            "kind": RUN_KIND,
-            "format_version": FORMAT_VERSION,
-            "train_data": data.source,
-            "validation_case_ids": [c.request.case_id for c in run.validation],
-            **{k: header[k] for k in ("base", "network", "settings")},
-        },
+    return train_and_report(
+        run,
+        model,
         output,
-        RUN_FILE,
+        MEND_CHECKPOINT,
+        data.source,
+        ("base", "network", "settings"),
+        settings,
+        progress=progress,
+        on_checkpoint=on_checkpoint,
     )
-    with frozen(model):
-        train_loop(
-            run,
-            output,
-            MEND_CHECKPOINT,
-            steps=settings.steps,
-            val_every=settings.val_every,
-            checkpoint_every=settings.checkpoint_every,
-            progress=progress,
-            on_checkpoint=on_checkpoint,
-        )
-        final = {"step": run.step, **run.validate()}
-    report = {"final": final, "history": run.history, "checkpoint": CHECKPOINT_FILE}
-    write_json(report, output, REPORT_FILE)
-    logger.info("MEND: final validation at step %d: %s", run.step, final)
-    return report

@@ -18,7 +18,9 @@ from lm_edit.editors.learned.checkpoint import (
 )
 from lm_edit.editors.serac.classifier import ScopeClassifier
 
-SERAC_CHECKPOINT = CheckpointKind("serac", "lm-edit-serac", 1, "serac.pt")
+FEATURES_FILE = "features.pt"
+"""The run's feature bank, kept so that a resumed run does not recompute it."""
+SERAC_CHECKPOINT = CheckpointKind("serac", "lm-edit-serac", 1, "serac.pt", (FEATURES_FILE,))
 
 
 def check_checkpoint_model(checkpoint: dict[str, Any], model: nn.Module, where: str) -> None:

@@ -10,15 +10,23 @@ query identical to the edit."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lm_edit.atomic import save_bytes
 from lm_edit.core.anatomy import ModelAnatomy
+from lm_edit.core.fingerprint import weights_digest
 from lm_edit.core.tokens import encode, pad_batch
 from lm_edit.core.training import seeded
+
+logger = logging.getLogger(__name__)
 
 
 class _Enough(Exception):
@@ -69,7 +77,9 @@ def text_features(
 
 class FeatureBank:
     """The features of a fixed set of texts, computed once in a fixed order (by length,
-    then text), so a run that starts again gets the same bits for every text."""
+    then text), so a run that starts again gets the same bits for every text. With a
+    ``cache`` file the bank is read from it when it was made for the same model, layer and
+    texts, and written to it (atomically) otherwise."""
 
     def __init__(
         self,
@@ -79,22 +89,53 @@ class FeatureBank:
         layer: int,
         texts: list[str],
         progress: bool = False,
+        cache: Path | None = None,
         batch_size: int = 64,
     ) -> None:
-        from tqdm.auto import tqdm
-
         ordered = sorted(set(texts), key=lambda t: (len(encode(tokenizer, t)), t))
-        chunks = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-        rows = [
-            text_features(model, tokenizer, anatomy, layer, chunk, batch_size)
-            for chunk in tqdm(chunks, desc="scope features", disable=not progress)
-        ]
-        self.features = torch.cat(rows) if rows else torch.zeros(0)
         self.index = {text: row for row, text in enumerate(ordered)}
+        key = _bank_key(model, layer, ordered)
+        self.features = _read_bank(cache, key) if cache is not None else None
+        if self.features is None:
+            from tqdm.auto import tqdm
+
+            chunks = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+            rows = [
+                text_features(model, tokenizer, anatomy, layer, chunk, batch_size)
+                for chunk in tqdm(chunks, desc="scope features", disable=not progress)
+            ]
+            self.features = torch.cat(rows) if rows else torch.zeros(0)
+            if cache is not None:
+                buffer = io.BytesIO()
+                torch.save({"key": key, "features": self.features}, buffer)
+                save_bytes(buffer.getvalue(), cache)
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), hidden) features of texts in the bank."""
         return self.features[[self.index[t] for t in texts]]
+
+
+def _bank_key(model: nn.Module, layer: int, ordered: list[str]) -> str:
+    digest = hashlib.sha256(f"{weights_digest(model)}|{layer}|".encode())
+    for text in ordered:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _read_bank(path: Path, key: str) -> torch.Tensor | None:
+    """The cached features when ``path`` holds a bank for ``key``, else ``None``."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # an unreadable cache is rebuilt
+        logger.warning("SERAC: %s cannot be read (%s); computing the features again.", path, error)
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != key:
+        logger.warning("SERAC: %s was made for other texts or weights; computing again.", path)
+        return None
+    features = saved.get("features")
+    return features if isinstance(features, torch.Tensor) else None
 
 
 class ScopeClassifier(nn.Module):

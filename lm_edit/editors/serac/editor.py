@@ -23,7 +23,7 @@ from lm_edit.editors.serac.checkpoint import (
     check_checkpoint_model,
 )
 from lm_edit.editors.serac.classifier import ScopeClassifier
-from lm_edit.editors.serac.memory import ScopeMemory, check_template
+from lm_edit.editors.serac.memory import ScopeMemory, check_template, resolve_template
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ class SeracConfig(EditorConfig):
         0.5, gt=0, lt=1, help="similarity above which a request is in scope"
     )
     template: str = argument(
-        "{prompt} {target} {query}", help="what the counterfactual model reads; ends in {query}"
+        "reference",
+        help="what the counterfactual model reads: reference, new-fact, or a format string "
+        "ending in {query}",
     )
 
     def __post_init__(self) -> None:
@@ -109,7 +111,7 @@ class SeracEditor(Editor):
 
     def tokens_needed(self, tokenizer, request: EditRequest) -> int:
         """The counterfactual prompt of the request's own prompt."""
-        head = self.config.template[: -len("{query}")]
+        head = resolve_template(self.config.template)[: -len("{query}")]
         prefix = head.format(prompt=request.prompt, target=request.target_new)
         return len(encode(tokenizer, f"{prefix}{request.prompt} {request.target_new}"))
 

@@ -27,11 +27,23 @@ from lm_edit.editors.serac.classifier import ScopeClassifier, text_features
 
 QUERY = "{query}"
 FIELDS = frozenset({"prompt", "target", "query"})
+TEMPLATES = {
+    "reference": "{prompt} {target} {query}",
+    "new-fact": "New Fact: {prompt} {target}\nPrompt: {query}",
+}
+"""Named counterfactual templates: the reference's input, and IKE's new-fact wording."""
+
+
+def resolve_template(template: str) -> str:
+    """``template`` itself, or the template it names (:data:`TEMPLATES`)."""
+    return TEMPLATES.get(template, template)
 
 
 def check_template(template: str) -> None:
     """Refuse a counterfactual template that does not end with ``{query}`` or names a
-    field other than ``{prompt}``, ``{target}`` and ``{query}``."""
+    field other than ``{prompt}``, ``{target}`` and ``{query}`` (a name in
+    :data:`TEMPLATES` stands for its template)."""
+    template = resolve_template(template)
     try:
         names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as error:
@@ -40,8 +52,9 @@ def check_template(template: str) -> None:
     if unknown or not template.endswith(QUERY) or names.count("query") != 1:
         raise ValueError(
             f"template={template!r} must end with {{query}} (once) and may also use {{prompt}} "
-            f"and {{target}}{'; unknown field(s): ' + ', '.join(unknown) if unknown else ''}. "
-            "Example: template='{prompt} {target} {query}'."
+            f"and {{target}}{'; unknown field(s): ' + ', '.join(unknown) if unknown else ''}, "
+            f"or be one of {', '.join(TEMPLATES)}. Example: template='{{prompt}} {{target}} "
+            "{query}'."
         )
 
 
@@ -61,6 +74,7 @@ class ScopeMemory:
         featurize: Callable[[list[str]], torch.Tensor] | None = None,
     ) -> None:
         check_template(template)
+        template = resolve_template(template)
         self.model = model
         self.tokenizer = tokenizer
         self.anatomy = anatomy

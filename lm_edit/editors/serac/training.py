@@ -32,18 +32,17 @@ from lm_edit.core.arguments import argument, check_bounds
 from lm_edit.core.training import frozen
 from lm_edit.data.loading import EditData
 from lm_edit.data.requests import EditRequest
-from lm_edit.editors.learned.checkpoint import base_identity, network_state
+from lm_edit.editors.learned.checkpoint import base_identity, read_checkpoint
 from lm_edit.editors.learned.loop import (
+    CheckpointedRun,
     check_resume,
-    load_optimizer,
-    optimizer_state,
     resume_saved,
-    train_loop,
+    train_and_report,
 )
 from lm_edit.editors.learned.objective import EditCase
-from lm_edit.editors.learned.run_folder import REPORT_FILE, RUN_FILE, check_output, write_json
+from lm_edit.editors.learned.run_folder import check_output
 from lm_edit.editors.learned.training import CaseSampler, split_cases, validation_cases
-from lm_edit.editors.serac.checkpoint import SERAC_CHECKPOINT
+from lm_edit.editors.serac.checkpoint import FEATURES_FILE, SERAC_CHECKPOINT
 from lm_edit.editors.serac.classifier import (
     FeatureBank,
     ScopeClassifier,
@@ -134,7 +133,7 @@ def balanced_loss(log_similarity: torch.Tensor, in_scope: torch.Tensor, counted:
 
 
 @dataclass
-class ScopeRun:
+class ScopeRun(CheckpointedRun):
     """One scope classifier's training run (a :class:`~..learned.loop.TrainingRun`)."""
 
     model: nn.Module
@@ -198,24 +197,9 @@ class ScopeRun:
             featurize=self.bank,
         )
 
-    def checkpoint(self) -> dict[str, Any]:
-        return {
-            **self.header,
-            "state": network_state(self.classifier),
-            "step": self.step,
-            "training": {
-                "optimizer": optimizer_state(self.optimizer),
-                "sampler": self.sampler.state(),
-                "history": list(self.history),
-            },
-        }
-
-    def resume(self, checkpoint: dict[str, Any]) -> None:
-        self.classifier.load_state_dict(checkpoint["state"])
-        load_optimizer(self.optimizer, checkpoint["training"]["optimizer"])
-        self.sampler.load(checkpoint["training"]["sampler"])
-        self.history = list(checkpoint["training"]["history"])
-        self.step = int(checkpoint["step"])
+    @property
+    def trained(self) -> nn.Module:
+        return self.classifier
 
 
 _RESUME_KEYS = ("base", "classifier", "settings", "train_data")
@@ -260,9 +244,17 @@ def train_serac(
     }
     device = next(model.parameters()).device
     validation = validation_cases(held_out, training)
+
+    def same_run(saved: dict[str, Any]) -> None:
+        check_resume(saved, header, output, _RESUME_KEYS, "SERAC", ("weights_digest",))
+
+    if (output / kind.file).is_file():  # refuse another run before computing anything
+        same_run(read_checkpoint(output, kind))
+    output.mkdir(parents=True, exist_ok=True)
     with frozen(model):
+        texts = scope_texts(training, validation)
         bank = FeatureBank(
-            model, tokenizer, anatomy, layer, scope_texts(training, validation), progress
+            model, tokenizer, anatomy, layer, texts, progress, output / FEATURES_FILE
         )
     classifier = ScopeClassifier(hidden, settings.width, settings.dim, settings.seed).to(device)
     run = ScopeRun(
@@ -283,35 +275,16 @@ def train_serac(
         output,
         kind,
         settings.steps,
-        lambda saved: check_resume(
-            saved, header, output, _RESUME_KEYS, "SERAC", ("weights_digest",)
-        ),
+        same_run,
     )
-    output.mkdir(parents=True, exist_ok=True)
-    write_json(
-        {
-            "kind": kind.command,
-            "format_version": kind.version,
-            "train_data": data.source,
-            "validation_case_ids": [c.request.case_id for c in run.validation],
-            **{k: header[k] for k in ("base", "classifier", "settings")},
-        },
+    return train_and_report(
+        run,
+        model,
         output,
-        RUN_FILE,
+        kind,
+        data.source,
+        ("base", "classifier", "settings"),
+        settings,
+        progress=progress,
+        on_checkpoint=on_checkpoint,
     )
-    with frozen(model):
-        train_loop(
-            run,
-            output,
-            kind,
-            steps=settings.steps,
-            val_every=settings.val_every,
-            checkpoint_every=settings.checkpoint_every,
-            progress=progress,
-            on_checkpoint=on_checkpoint,
-        )
-        final = {"step": run.step, **run.validate()}
-    report = {"final": final, "history": run.history, "checkpoint": kind.file}
-    write_json(report, output, REPORT_FILE)
-    logger.info("SERAC: final validation at step %d: %s", run.step, final)
-    return report

@@ -34,7 +34,7 @@ def validate_scope(
     cases: list[EditCase],
     *,
     threshold: float = 0.5,
-    template: str = "{prompt} {target} {query}",
+    template: str = "reference",
     featurize: Callable[[list[str]], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The validation scores of ``classifier`` over ``cases`` (classifier in eval mode;
