@@ -411,17 +411,18 @@ building the parser imports nothing heavy; a test keeps the two in step)."""
 
 
 _SERAC_FLAGS: dict[str, tuple[type, str]] = {
-    "steps": (int, "optimiser updates (default 1000)"),
+    "steps": (int, "optimiser updates (default 3000)"),
     "batch_size": (int, "edits per update (default 10)"),
     "lr": (float, "Adam learning rate of the classifier (default 1e-3)"),
-    "layer": (int, "block whose output the classifier reads (default: the middle one)"),
+    "layer": (int, "block whose output the classifier reads (default: at 15%% of the depth)"),
     "width": (int, "hidden width of the classifier (default 512)"),
     "dim": (int, "embedding size (default 256)"),
     "grad_clip": (float, "largest gradient norm (default 100)"),
-    "val_every": (int, "steps between validations (default 100)"),
+    "val_every": (int, "steps between validations (default 1000)"),
     "val_cases": (int, "held-out validation cases (default 100)"),
     "checkpoint_every": (int, "steps between checkpoints (default: val_every)"),
     "seed": (int, "seed of the split, case order and classifier (default 0)"),
+    "template": (str, "counterfactual template the validation uses (default: reference)"),
 }
 """``lm-edit train serac`` flags: the fields of ``SeracTrainSettings``."""
 

@@ -196,7 +196,7 @@ def train_and_report(
     """Write the run's description (``training.json``: the data's provenance, the
     validation case ids and the ``described`` keys of its header), train to
     ``settings.steps`` with the model frozen, validate once more and write the report;
-    returns it."""
+    returns it (the last step's validation is not repeated)."""
     from lm_edit.core.training import frozen
     from lm_edit.editors.learned.run_folder import REPORT_FILE, RUN_FILE, write_json
 
@@ -220,7 +220,10 @@ def train_and_report(
             progress=progress,
             on_checkpoint=on_checkpoint,
         )
-        final = {"step": run.step, **run.validate()}
+        if run.history and run.history[-1].get("step") == run.step:
+            final = dict(run.history[-1])  # the last step was just validated
+        else:
+            final = {"step": run.step, **run.validate()}
     report = {"final": final, "history": run.history, "checkpoint": kind.file}
     write_json(report, output, REPORT_FILE)
     logger.info("%s: final validation at step %d: %s", kind.editor, run.step, final)

@@ -48,6 +48,7 @@ from lm_edit.editors.serac.classifier import (
     ScopeClassifier,
     binary_log_likelihood,
 )
+from lm_edit.editors.serac.memory import check_template
 from lm_edit.editors.serac.validation import validate_scope
 
 logger = logging.getLogger(__name__)
@@ -59,20 +60,22 @@ class SeracTrainSettings:
     threshold are the reference's; the classifier is ours, trained from scratch, hence
     its larger learning rate)."""
 
-    steps: int = argument(1000, ge=1, help="optimiser updates")
+    steps: int = argument(3000, ge=1, help="optimiser updates")
     batch_size: int = argument(10, ge=2, help="edits per update")
     lr: float = argument(1e-3, gt=0, help="Adam learning rate of the classifier")
-    layer: int | None = argument(None, ge=0, help="feature layer; default: the middle block")
+    layer: int | None = argument(None, ge=0, help="feature block; default: 15% of the depth")
     width: int = argument(512, ge=1, help="hidden width of the classifier's MLP")
     dim: int = argument(256, ge=1, help="embedding size")
     grad_clip: float = argument(100.0, gt=0, help="largest gradient norm")
-    val_every: int = argument(100, ge=1, help="steps between validations")
+    val_every: int = argument(1000, ge=1, help="steps between validations")
     val_cases: int = argument(100, ge=1, help="held-out validation cases")
     checkpoint_every: int | None = argument(None, ge=1, help="default: val_every")
     seed: int = 0
+    template: str = argument("reference", help="the editor's template the validation uses")
 
     def __post_init__(self) -> None:
         check_bounds(self, "lm-edit train serac")
+        check_template(self.template)
 
     def resumable(self) -> dict[str, Any]:
         """Every setting a resumed run must share (all but ``steps``)."""
@@ -82,10 +85,18 @@ class SeracTrainSettings:
         return out
 
 
+DEFAULT_LAYER_FRACTION = 0.15
+"""The default feature block as a share of the depth (block 4 of SmolLM2's 30): on
+SmolLM2-135M-Instruct the early blocks told an edit's neighbourhood prompts (the same
+relation about another subject) from its rephrases far better than the middle one
+(editors/README.md)."""
+
+
 def feature_layer(model: nn.Module, anatomy: ModelAnatomy, layer: int | None) -> int:
-    """``layer``, or the middle block; validated against the model's depth."""
+    """``layer``, or the block at :data:`DEFAULT_LAYER_FRACTION` of the depth; validated
+    against the model's depth."""
     depth = anatomy.num_layers(model)
-    chosen = depth // 2 if layer is None else layer
+    chosen = int(depth * DEFAULT_LAYER_FRACTION) if layer is None else layer
     if not 0 <= chosen < depth:
         raise ValueError(f"--layer {chosen} is outside the model, which has blocks 0..{depth - 1}.")
     return chosen
@@ -194,6 +205,7 @@ class ScopeRun(CheckpointedRun):
             self.classifier,
             self.layer,
             self.validation,
+            template=self.settings.template,
             featurize=self.bank,
         )
 
