@@ -13,7 +13,12 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from lm_edit.editors.learned.checkpoint import CheckpointKind, read_checkpoint, save_checkpoint
+from lm_edit.editors.learned.checkpoint import (
+    CheckpointKind,
+    network_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 from lm_edit.editors.learned.run_folder import OutputFolderError, describe_difference
 
 logger = logging.getLogger(__name__)
@@ -64,9 +69,7 @@ class CheckpointedRun:
         """The checkpoint of the run as it stands."""
         return {
             **self.header,
-            "state": {
-                k: v.detach().to("cpu", copy=True) for k, v in self.trained.state_dict().items()
-            },
+            "state": network_state(self.trained),
             "step": self.step,
             "training": {
                 "optimizer": optimizer_state(self.optimizer),

@@ -14,6 +14,7 @@ is described to the classifier by its prompt (the reference drops the last word 
 
 from __future__ import annotations
 
+import logging
 import string
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,8 @@ from torch import nn
 from lm_edit.core.anatomy import ModelAnatomy
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.serac.classifier import ScopeClassifier, text_features
+
+logger = logging.getLogger(__name__)
 
 QUERY = "{query}"
 FIELDS = frozenset({"prompt", "target", "query"})
@@ -140,5 +143,13 @@ class ScopeMemory:
         if budget is not None:
             own = len(self.tokenizer(context, add_special_tokens=False)["input_ids"])
             if own + added > budget:
+                logger.warning(
+                    "SERAC: a request in the scope of edit %r is answered by the unedited "
+                    "model: with the edit before it, it would need %d tokens of the %d the "
+                    "model takes.",
+                    entry.case_id,
+                    own + added,
+                    budget,
+                )
                 return context, 0
         return prefix + context, added
