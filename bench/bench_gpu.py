@@ -175,22 +175,26 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "dtype": args.dtype,
     }
-    figures.update(statistics_figures(model, tokenizer, args.device, args.stats_passages))
-    figures["rome_s_per_edit"] = seconds_per_edit(model, tokenizer, "rome", 1, args.device)
-    for batch in (int(b) for b in args.memit_batches.split(",")):
-        key = f"memit_batch{batch}_s_per_edit"
-        figures[key] = seconds_per_edit(model, tokenizer, "memit", batch, args.device)
-    figures["alphaedit_batch100_s_per_edit"] = seconds_per_edit(
-        model,
-        tokenizer,
-        "alphaedit",
-        min(100, max(int(b) for b in args.memit_batches.split(","))),
-        args.device,
-    )
-    text = json.dumps(figures, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    measurements = [("rome_s_per_edit", "rome", 1)]
+    batches = [int(b) for b in args.memit_batches.split(",")]
+    measurements += [(f"memit_batch{b}_s_per_edit", "memit", b) for b in batches]
+    alpha = min(100, max(batches))
+    measurements.append((f"alphaedit_batch{alpha}_s_per_edit", "alphaedit", alpha))
+
+    def record(key: str, value: object) -> None:
+        """Print and keep each figure as it comes, so a run stopped early keeps the rest."""
+        figures[key] = value
+        print(f"{key}: {value}", flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+
+    for key, value in statistics_figures(
+        model, tokenizer, args.device, args.stats_passages
+    ).items():
+        record(key, value)
+    for key, editor, batch in measurements:
+        record(key, seconds_per_edit(model, tokenizer, editor, batch, args.device))
+    print(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def log_prob(model, tokenizer, prompt: str, target: str, per_token: bool = True)
     ids = tokenizer(prompt + " " + target)["input_ids"]
     start = len(tokenizer(prompt)["input_ids"])
     with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits.log_softmax(-1)
+        logits = model(torch.tensor([ids])).logits.float().log_softmax(-1)
     total = sum(logits[0, i - 1, ids[i]].item() for i in range(start, len(ids)))
     return total / (len(ids) - start) if per_token else total
 
@@ -151,12 +151,18 @@ def main() -> None:
     parser.add_argument("--stream-editors", default="")
     parser.add_argument("--stream", type=int, default=200)
     parser.add_argument("--stream-batch", type=int, default=20)
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="load, edit and score the model in this dtype (scores use float32 logits)",
+    )
     parser.add_argument("--set", nargs="*", default=[], help="hyperparameter overrides k=v")
     parser.add_argument("--out", type=Path, help="append one JSON line per run here")
     args = parser.parse_args()
     path = converted_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).eval()
     overrides = {"cache_values": True, **dict(item.split("=", 1) for item in args.set)}
     pool = load_edit_requests(args.data)
     stream_editors = [e for e in args.stream_editors.split(",") if e]
@@ -164,7 +170,7 @@ def main() -> None:
     requests = select_requests(pool, needed, args.seed)
 
     def report(run: dict) -> None:
-        line = json.dumps({"seed": args.seed, "data": args.data, **run})
+        line = json.dumps({"seed": args.seed, "data": args.data, "dtype": args.dtype, **run})
         print(line, flush=True)
         if args.out:
             with args.out.open("a", encoding="utf-8") as handle:

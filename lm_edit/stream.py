@@ -10,6 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lm_edit.core.anatomy import ModelAnatomy, resolve_anatomy
+from lm_edit.core.placement import require_weights_in_memory
 from lm_edit.core.record import EditRecord
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.registry import EditorSpec, create_editor, resolve_editor
@@ -71,6 +72,7 @@ class EditStream:
         if not requests:
             raise ValueError("No edit requests to apply.")
         batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
+        require_weights_in_memory(self.model)
         self.editor.prepare(self.model, self.tokenizer)
         new_records = []
         for batch in tqdm(

@@ -88,7 +88,7 @@ def replace_last_input(module: nn.Module, values: torch.Tensor) -> Iterator[None
 
     def hook(mod: nn.Module, args: tuple) -> tuple:
         patched = args[0].clone()
-        patched[:, -1, :] = values.to(patched.dtype)
+        patched[:, -1, :] = values.to(patched.device, patched.dtype)
         return (patched, *args[1:])
 
     with _registered([(module, "pre", hook)]):

@@ -36,6 +36,7 @@ from lm_edit.core.cache_files import CacheFileError, check_tensor, load_cached, 
 from lm_edit.core.fingerprint import model_fingerprint
 from lm_edit.core.hooks import capture_inputs, run_until_stop
 from lm_edit.core.tokens import pad_batch
+from lm_edit.core.training import seeded
 from lm_edit.paths import stats_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -163,12 +164,13 @@ def collect(
                 lambda b=batch: model(input_ids=b.input_ids, attention_mask=b.attention_mask)
             )
         for name, layer in names.items():
-            keys = got[name][mask].double()
-            sums[layer] = sums.get(layer, 0) + (keys.T @ keys).cpu()
+            # each layer's sum stays on the device that holds the layer, in float64
+            keys = got[name][mask.to(got[name].device)].double()
+            sums[layer] = sums.get(layer, 0) + keys.T @ keys
         count += int(mask.sum())
     if count == 0:
         raise ValueError("The statistics text source produced no tokens.")
-    return {layer: (total / count).float() for layer, total in sums.items()}
+    return {layer: (total / count).float().cpu() for layer, total in sums.items()}
 
 
 def resolve_source(source: str) -> str:
@@ -256,8 +258,7 @@ def sample_model_texts(model, tokenizer, spec: StatsSpec) -> list[str]:
         start_id = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
     texts: list[str] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(spec.seed)
+    with seeded(spec.seed):
         total = spec.model_samples
         progress = tqdm(total=total, desc="sampling text for statistics", unit="passage")
         while len(texts) < total:

@@ -49,11 +49,13 @@ def frozen(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def seeded(seed: int, device: torch.device | str) -> Iterator[None]:
-    """Run the body from ``torch.manual_seed(seed)`` (CPU, and ``device`` when it is a GPU);
-    the random state from before is restored afterwards."""
-    device = torch.device(device)
-    devices = [device] if device.type == "cuda" else []
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run the body from ``torch.manual_seed(seed)`` (which seeds the CPU and every GPU); the
+    random state of the CPU and of every GPU in use is restored afterwards, wherever the
+    model's layers live (``device`` is accepted for callers that name one)."""
+    del device
+    in_use = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if in_use else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

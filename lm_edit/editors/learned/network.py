@@ -153,8 +153,12 @@ class MendNetwork(nn.Module):
     def transform(
         self, name: str, u: torch.Tensor, delta: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The transformed factors of parameter ``name``."""
-        return self.transforms[shape_key(*self.shapes[name])](u, delta, self.modes[name])
+        """The transformed factors of parameter ``name`` (moved to the network's device:
+        a sharded model's factors come from the devices holding each layer)."""
+        device = self.edit_lrs.device
+        return self.transforms[shape_key(*self.shapes[name])](
+            u.to(device), delta.to(device), self.modes[name]
+        )
 
     def deltas(
         self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]

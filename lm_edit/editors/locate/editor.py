@@ -263,11 +263,11 @@ class LocateEditor(Editor):
         layers = resolve_layers(self.config, self.anatomy.num_layers(model))
         values = self.target_values(model, tokenizer, layers[-1], requests)
         record.details["value_nll"] = [round(v.final_nll, 4) for v in values]
-        device = next(model.parameters()).device
-        shift = torch.stack([v.target - v.initial for v in values], dim=1).double().to(device)
+        shift = torch.stack([v.target - v.initial for v in values], dim=1).double()
         goal = None
         if len(layers) > 1:
-            goal = self._measure(model, tokenizer, requests, layers[-1]) + shift
+            measured = self._measure(model, tokenizer, requests, layers[-1])
+            goal = measured + shift.to(measured.device)
         for position, layer in enumerate(layers):
             remaining = len(layers) - position
             if position:
@@ -330,7 +330,8 @@ class LocateEditor(Editor):
 
     def _solve(self, model, tokenizer, requests, layer: int, keys, residual) -> torch.Tensor:
         config = self.config
-        device = keys.device
+        device = keys.device  # the device holding this layer: the solve runs there
+        residual = residual.to(device)
         if config.solver == "null_space":
             past = self._past_gram.get(layer)
             return null_space_update(
@@ -350,7 +351,7 @@ class LocateEditor(Editor):
         inverse = self._inverses.get(layer)
         return equality_update(
             residual,
-            constraint,
+            constraint.to(device),
             cov * weight,
             cov_inverse=None if inverse is None else inverse.to(device) / weight,
             direction_keys=keys,

@@ -23,9 +23,10 @@ def _at_subject(
         run_until_stop(
             lambda: model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         )
-    rows = torch.arange(len(located), device=batch.input_ids.device)
-    index = torch.tensor([i for _, i in located], device=batch.input_ids.device)
-    return got[module_name][rows, index]
+    captured = got[module_name]
+    rows = torch.arange(len(located), device=captured.device)
+    index = torch.tensor([i for _, i in located], device=captured.device)
+    return captured[rows, index]
 
 
 def keys_at_subject(

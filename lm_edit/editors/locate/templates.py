@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from lm_edit.core.tokens import pad_batch
+from lm_edit.core.training import seeded
 
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 
@@ -16,9 +17,7 @@ def generate_context_templates(
     """``["{}"]`` plus, for each ``(length, count)`` in ``spec``, ``count`` sampled prefixes of
     ``length`` tokens, each ending in ``". {}"``. Deterministic for a given ``seed``."""
     templates = ["{}"]
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed):
         for length, count in spec:
             starts = [SEED_WORDS[i % len(SEED_WORDS)] for i in range(count)]
             templates += [_clean(t) + ". {}" for t in _sample(model, tokenizer, starts, length)]

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from lm_edit.core.anatomy import ModelAnatomy
 from lm_edit.core.arguments import argument
 from lm_edit.core.hooks import edit_output
+from lm_edit.core.placement import module_device
 from lm_edit.core.tokens import pad_batch, prompt_and_target, subject_last_token
 from lm_edit.core.training import Span, frozen, target_nll, teacher_forced
 from lm_edit.data.requests import EditRequest
@@ -108,11 +109,17 @@ def optimise_value(
     if config.joint_attention_value:
         sites.append(anatomy.attn_out_name(layer))
     width = anatomy.hidden_size(model)
-    deltas = [torch.zeros(width, device=device, requires_grad=True) for _ in sites]
+    # each delta lives where its site's layer does (a sharded model spans devices)
+    deltas = [
+        torch.zeros(
+            width, device=module_device(model.get_submodule(name), device), requires_grad=True
+        )
+        for name in sites
+    ]
     optimiser = torch.optim.Adam(deltas, lr=config.v_lr)
     initial: dict[int, torch.Tensor] = {}
     editors = [
-        edit_output(model.get_submodule(name), _adder(rows, delta, initial, index, device))
+        edit_output(model.get_submodule(name), _adder(rows, delta, initial, index))
         for index, (name, delta) in enumerate(zip(sites, deltas, strict=True))
     ]
     reference: torch.Tensor | None = None
@@ -148,11 +155,11 @@ def value_site_name(anatomy: ModelAnatomy, layer: int, site: str) -> str:
     return anatomy.mlp_out_name(layer) if site == "mlp" else anatomy.layer_name(layer)
 
 
-def _adder(rows: _Rows, delta: torch.Tensor, initial: dict, index: int, device):
+def _adder(rows: _Rows, delta: torch.Tensor, initial: dict, index: int):
     """Output hook adding ``delta`` at every row's lookup position (recording the clean
     value of the first row once, before any change)."""
-    row_index = torch.arange(len(rows.ids), device=device)
-    lookup = torch.tensor(rows.lookup, device=device)
+    row_index = torch.arange(len(rows.ids), device=delta.device)
+    lookup = torch.tensor(rows.lookup, device=delta.device)
 
     def add(output):
         hidden = output[0] if isinstance(output, tuple) else output

@@ -25,6 +25,7 @@ from torch import nn
 
 from lm_edit.core.anatomy import ModelAnatomy, UnsupportedArchitectureError
 from lm_edit.core.hooks import capture_inputs, replace_last_input, run_until_stop
+from lm_edit.core.placement import input_device
 from lm_edit.core.tokens import prompt_and_target
 
 Neuron = tuple[int, int]
@@ -92,13 +93,13 @@ def layer_attribution(
     settings: AttributionSettings,
 ) -> torch.Tensor:
     """Integrated-gradients attribution of every unit of one layer (``(width,)``)."""
-    device = activation.device
+    device = activation.device  # the layer's device; the token ids go to the input's
     scales = torch.arange(1, settings.steps + 1, device=device, dtype=torch.float32)
     scales = scales / settings.steps
     gradient_sum = torch.zeros_like(activation)
     for chunk in scales.split(settings.steps_per_batch):
         scaled = (chunk[:, None] * activation[None, :]).requires_grad_(True)
-        ids = torch.tensor([query.ids] * len(chunk), device=device)
+        ids = torch.tensor([query.ids] * len(chunk), device=input_device(model))
         with torch.enable_grad(), replace_last_input(module, scaled):
             logits = model(input_ids=ids).logits[:, -1].float()
             probability = logits.softmax(dim=-1)[:, query.token].sum()
@@ -120,7 +121,7 @@ def prompt_attribution(
             [
                 layer_attribution(
                     model, anatomy.mlp_out_module(model, layer), query, activations[layer], settings
-                )
+                ).cpu()
                 for layer in layers
             ]
         )

@@ -67,12 +67,12 @@ def text_features(
                 hidden = done.hidden.float()
             else:  # pragma: no cover - the hook always fires
                 raise RuntimeError(f"block {layer} did not run")
-            mask = batch.attention_mask.to(hidden.dtype)[..., None]
+            mask = batch.attention_mask.to(hidden.device, hidden.dtype)[..., None]
             pooled = (hidden * mask).sum(1) / mask.sum(1)
-            rows.append(F.layer_norm(pooled, pooled.shape[-1:]))
+            rows.append(F.layer_norm(pooled, pooled.shape[-1:]).cpu())
     finally:
         handle.remove()
-    return torch.cat(rows).cpu()
+    return torch.cat(rows)
 
 
 class FeatureBank:
