@@ -26,6 +26,7 @@ lm-edit save --model_args pretrained=smollm2-135m,editor=rome,n_edits=5 --output
 lm-edit train mend --model_args pretrained=gpt2-xl --train_data zsre --output mend-gpt2-xl/
                                       train MEND's network (resumable); then edit with
                                       editor=mend,editor_checkpoint=mend-gpt2-xl/
+                                      (lm-edit train ke ...: KE's network, the same way)
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ def _save(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from lm_eval._cli.utils import key_val_to_dict
 
-    flags = _SERAC_FLAGS if args.editor == "serac" else _TRAIN_FLAGS
+    flags = _TRAINED[args.editor][3]
     given = {name: getattr(args, name) for name in flags}
     given = {k: v for k, v in given.items() if v is not None}
     model_args = key_val_to_dict(args.model_args)
@@ -365,10 +366,12 @@ def _train(args: argparse.Namespace) -> int:
             report = run_train_serac(model_args, args.train_data, args.output, settings, **options)
         else:
             from lm_edit.editors.learned.command import run_train_mend
+            from lm_edit.editors.learned.ke_training import KeTrainSettings
             from lm_edit.editors.learned.training import TrainSettings
 
+            settings = KeTrainSettings(**given) if args.editor == "ke" else TrainSettings(**given)
             report = run_train_mend(
-                model_args, args.train_data, args.output, TrainSettings(**given), **options
+                model_args, args.train_data, args.output, settings, editor=args.editor, **options
             )
     except KeyboardInterrupt:
         print(
@@ -394,17 +397,17 @@ _TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "steps": (int, "optimiser updates (default 10000)"),
     "batch_size": (int, "edits per update (default 10)"),
     "lr": (float, "Adam learning rate of the network (default 1e-6)"),
-    "lr_lr": (float, "Adam learning rate of the step sizes (default 1e-4)"),
-    "edit_lr": (float, "initial step size of every edited weight (default 1e-4)"),
     "c_edit": (float, "weight of the edit loss (default 0.1)"),
     "c_loc": (float, "weight of the locality KL (default 1.0)"),
     "grad_clip": (float, "largest gradient norm (default 100)"),
-    "rank": (int, "rank of the network's layers (default 1920)"),
-    "n_hidden": (int, "hidden layers of the network (default 1)"),
     "val_every": (int, "steps between validations (default 100)"),
     "val_cases": (int, "held-out validation cases (default 100)"),
     "checkpoint_every": (int, "steps between checkpoints (default: val_every)"),
     "seed": (int, "seed of the split, case order and network (default 0)"),
+    "lr_lr": (float, "Adam learning rate of the step sizes (default 1e-4)"),
+    "edit_lr": (float, "initial step size of every edited weight (default 1e-4)"),
+    "rank": (int, "rank of the network's layers (default 1920)"),
+    "n_hidden": (int, "hidden layers of the network (default 1)"),
 }
 """``lm-edit train mend`` flags: the fields of ``TrainSettings`` (declared here so that
 building the parser imports nothing heavy; a test keeps the two in step)."""
@@ -426,12 +429,27 @@ _SERAC_FLAGS: dict[str, tuple[type, str]] = {
 }
 """``lm-edit train serac`` flags: the fields of ``SeracTrainSettings``."""
 
+_KE_FLAGS: dict[str, tuple[type, str]] = {
+    **{name: _TRAIN_FLAGS[name] for name in list(_TRAIN_FLAGS)[:10]},
+    "lr": (float, "Adam learning rate of the network (default 1e-5)"),
+    "hidden_dim": (int, "LSTM and update networks' hidden width (default 512)"),
+    "condition_dim": (int, "size of the condition vector (default 768)"),
+    "max_scale": (float, "largest scale of an update (default 1)"),
+}
+"""``lm-edit train ke`` flags: the fields of ``KeTrainSettings``."""
+
 _TRAINED = {
     "mend": (
         "train MEND's gradient transform (resumable: run again to continue)",
         "Train MEND's network on edit data.",
         "pretrained=...[,device=...,dtype=...,layers=...,layer_count=...,modules=...]",
         _TRAIN_FLAGS,
+    ),
+    "ke": (
+        "train KE's hyper-network (resumable: run again to continue)",
+        "Train KnowledgeEditor's network on edit data.",
+        "pretrained=...[,device=...,dtype=...,layers=...,layer_count=...,modules=...]",
+        _KE_FLAGS,
     ),
     "serac": (
         "train SERAC's scope classifier (resumable: run again to continue)",

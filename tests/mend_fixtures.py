@@ -148,3 +148,53 @@ def serac_lifecycle_checkpoint(tokenizer, folder: Path, requests: list[EditReque
     settings = SeracTrainSettings(steps=4, batch_size=2, val_every=4, val_cases=1)
     train_serac(model, tokenizer, data, folder, settings, resolve_anatomy(model), progress=False)
     return folder
+
+
+KE_QUICK = {
+    "steps": 6,
+    "batch_size": 2,
+    "lr": 1e-2,
+    "c_edit": 1.0,
+    "hidden_dim": 32,
+    "condition_dim": 32,
+    "val_every": 3,
+    "val_cases": 2,
+    "checkpoint_every": 2,
+}
+"""Settings of a short KE run on :data:`COUNTERFACT` on the tiny Llama (small networks)."""
+
+
+def train_tiny_ke(
+    tokenizer, data: EditData | Path, output: Path, *, on_checkpoint=None, **settings
+):
+    """Train KE's network on the tiny Llama (seed 0) with :data:`KE_QUICK` and ``settings``."""
+    from lm_edit.editors.learned.ke_training import KeTrainSettings, train_ke
+
+    model = make_tiny_model("llama", len(tokenizer))
+    if isinstance(data, Path):
+        data = load_edit_data(str(data))
+    return train_ke(
+        model,
+        tokenizer,
+        data,
+        output,
+        KeTrainSettings(**{**KE_QUICK, **settings}),
+        MendConfig(),
+        resolve_anatomy(model),
+        progress=False,
+        on_checkpoint=on_checkpoint,
+    )
+
+
+def ke_lifecycle_checkpoint(tokenizer, folder: Path, requests: list[EditRequest]) -> Path:
+    """A KE network trained on ``requests`` (and two more cases) until its edits take on
+    the tiny Llama, for the registry-wide lifecycle test."""
+    extra = [
+        EditRequest("x", "Michael Jordan plays the sport of", "Michael Jordan", "football"),
+        EditRequest("y", "Danielle Darrieux is a native speaker of", "Danielle Darrieux", "Japan"),
+    ]
+    data = EditData([*requests, *extra], {"content_sha256": "lifecycle"})
+    train_tiny_ke(
+        tokenizer, data, folder, steps=100, val_every=100, checkpoint_every=100, val_cases=1
+    )
+    return folder

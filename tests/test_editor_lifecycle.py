@@ -16,12 +16,16 @@ from lm_edit.core.prompts import prompt_hooks, rewrite_prompt
 from lm_edit.core.record import EditRecord, temporarily_unedited
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors import Editor, EditorConfig, known_editors, register_editor
-from lm_edit.editors.learned import MendEditor
+from lm_edit.editors.learned import KeEditor, MendEditor
 from lm_edit.editors.registry import implementation_of, implementations
 from lm_edit.editors.serac import SeracEditor
 from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
-from tests.mend_fixtures import lifecycle_checkpoint, serac_lifecycle_checkpoint
+from tests.mend_fixtures import (
+    ke_lifecycle_checkpoint,
+    lifecycle_checkpoint,
+    serac_lifecycle_checkpoint,
+)
 
 # The subject ends each prompt: on a tiny random model the subject's last token is then
 # also the position the answer is read from, where a one-layer edit reliably takes.
@@ -65,7 +69,11 @@ def _stream(name: str, model, tokenizer, seed: int = 0, trained=None) -> EditStr
     return EditStream.create(model, tokenizer, name, seed=seed, **settings)
 
 
-TRAINED = {MendEditor: lifecycle_checkpoint, SeracEditor: serac_lifecycle_checkpoint}
+TRAINED = {
+    MendEditor: lifecycle_checkpoint,
+    KeEditor: ke_lifecycle_checkpoint,
+    SeracEditor: serac_lifecycle_checkpoint,
+}
 """Editors that learn to edit, and how to train a network for the tiny Llama whose
 one-step edits of :data:`REQUESTS` take."""
 

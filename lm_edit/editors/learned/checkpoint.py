@@ -1,4 +1,4 @@
-"""MEND checkpoints: one ``torch.save`` file per training folder, read back with
+"""MEND and KE checkpoints: one ``torch.save`` file per training folder, read back with
 ``torch.load(weights_only=True)``.
 
 A checkpoint is a plain dict of tensors, dicts, lists, numbers and strings:
@@ -34,6 +34,7 @@ from lm_edit.atomic import save_bytes
 from lm_edit.core.fingerprint import weights_digest
 from lm_edit.editors.config import model_facts
 from lm_edit.editors.learned.factors import EditedWeight
+from lm_edit.editors.learned.ke_network import KeNetwork
 from lm_edit.editors.learned.network import MendNetwork
 
 
@@ -64,6 +65,7 @@ class CheckpointKind:
 
 
 MEND_CHECKPOINT = CheckpointKind("mend", "lm-edit-mend", 1, "mend.pt")
+KE_CHECKPOINT = CheckpointKind("ke", "lm-edit-ke", 1, "ke.pt")
 FORMAT = MEND_CHECKPOINT.format
 FORMAT_VERSION = MEND_CHECKPOINT.version
 CHECKPOINT_FILE = MEND_CHECKPOINT.file
@@ -176,9 +178,14 @@ def check_base_model(
             )
 
 
-def check_identity(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
-    """Refuse a MEND checkpoint trained for another model or other edited weights."""
-    check_base_model(saved, current, where)
+def check_identity(
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    where: str,
+    kind: CheckpointKind = MEND_CHECKPOINT,
+) -> None:
+    """Refuse a MEND or KE checkpoint trained for another model or other edited weights."""
+    check_base_model(saved, current, where, kind)
     names = [w[0] for w in saved["weights"]]
     wanted = [w[0] for w in current["weights"]]
     if names != wanted:
@@ -202,6 +209,26 @@ def build_network(checkpoint: dict[str, Any], device: torch.device | str = "cpu"
     spec = checkpoint["network"]
     shapes = {w[0]: (int(w[1]), int(w[2])) for w in checkpoint["base"]["weights"]}
     network = MendNetwork(shapes, spec["rank"], spec["n_hidden"], spec["edit_lr"], spec["seed"])
+    try:
+        network.load_state_dict(checkpoint["state"])
+    except RuntimeError as error:
+        raise CheckpointError(f"The checkpoint's network does not load: {error}") from error
+    return network.to(device).eval()
+
+
+def build_ke_network(checkpoint: dict[str, Any], device: torch.device | str = "cpu") -> KeNetwork:
+    """The KE network a checkpoint holds, in eval mode on ``device``."""
+    spec = checkpoint["network"]
+    shapes = {w[0]: (int(w[1]), int(w[2])) for w in checkpoint["base"]["weights"]}
+    embedding = torch.zeros(int(spec["vocab"]), int(spec["embedding_dim"]))
+    network = KeNetwork(
+        shapes,
+        embedding,
+        spec["hidden_dim"],
+        spec["condition_dim"],
+        spec["max_scale"],
+        spec["seed"],
+    )
     try:
         network.load_state_dict(checkpoint["state"])
     except RuntimeError as error:

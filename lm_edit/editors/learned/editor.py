@@ -26,7 +26,8 @@ from lm_edit.core.training import frozen
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
 from lm_edit.editors.learned.checkpoint import (
-    TRAIN_HINT,
+    MEND_CHECKPOINT,
+    CheckpointKind,
     build_network,
     check_identity,
     model_identity,
@@ -40,7 +41,6 @@ from lm_edit.editors.learned.factors import (
     last_blocks,
     request_rows,
 )
-from lm_edit.editors.learned.network import MendNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -80,35 +80,44 @@ class MendEditor(Editor):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.network: MendNetwork | None = None
+        self.network: nn.Module | None = None
         self.weights: list[EditedWeight] = []
+
+    checkpoint_kind: CheckpointKind = MEND_CHECKPOINT
+    """The checkpoints this editor reads."""
+
+    def build_network(self, checkpoint: dict, device: torch.device) -> nn.Module:
+        """The trained network a checkpoint of :attr:`checkpoint_kind` holds."""
+        return build_network(checkpoint, device)
 
     def prepare(self, model: nn.Module, tokenizer) -> None:
         """Load the network once, after checking it was trained for this model and these
         weights."""
         if self.network is not None:
             return
+        kind = self.checkpoint_kind
+        label = kind.editor.upper()
         folder = self.config.editor_checkpoint
         if folder is None:
             raise ValueError(
-                f"editor={self.name!r} needs a trained MEND network: pass "
-                f"editor_checkpoint=<folder>, a folder written by `{TRAIN_HINT}`."
+                f"editor={self.name!r} needs a trained {label} network: pass "
+                f"editor_checkpoint=<folder>, a folder written by `{kind.train_hint}`."
             )
         weights = chosen_weights(model, self.anatomy, self.config)
-        checkpoint = read_checkpoint(folder)
+        checkpoint = read_checkpoint(folder, kind)
         identity = model_identity(model, weights)
-        check_identity(checkpoint["base"], identity, f"editor_checkpoint={folder!r}")
+        check_identity(checkpoint["base"], identity, f"editor_checkpoint={folder!r}", kind)
         if checkpoint["base"].get("weights_digest") != identity["weights_digest"]:
             logger.warning(
-                "MEND: %s was trained on a model with other weights (same shapes); the "
+                "%s: %s was trained on a model with other weights (same shapes); the "
                 "network may not transfer.",
+                label,
                 folder,
             )
-        device = next(model.parameters()).device
-        self.network = build_network(checkpoint, device)
+        self.network = self.build_network(checkpoint, next(model.parameters()).device)
         self.network.requires_grad_(False)
         self.weights = weights
-        logger.info("MEND: network from %s (step %d)", folder, checkpoint["step"])
+        logger.info("%s: network from %s (step %d)", label, folder, checkpoint["step"])
 
     def edit(
         self, model: nn.Module, tokenizer, requests: list[EditRequest], record: EditRecord
@@ -118,11 +127,18 @@ class MendEditor(Editor):
         with frozen(model):
             loss, factors = gradient_factors(model, self.weights, request_rows(tokenizer, requests))
             with torch.no_grad():
-                deltas = self.network.deltas(factors)
-                norms = {}
-                for weight in self.weights:
-                    tensor = record.snapshot(model, weight.name)
-                    change = as_stored(deltas[weight.name], weight) * self.config.lr_scale
-                    tensor.sub_(change.to(device=tensor.device, dtype=tensor.dtype))
-                    norms[weight.name] = round(float(change.norm()), 6)
+                norms = self.apply_deltas(model, record, self.network.deltas(factors))
         record.details.update(edit_loss=round(loss, 4), update_norms=norms)
+
+    def apply_deltas(
+        self, model: nn.Module, record: EditRecord, deltas: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """Subtract ``lr_scale`` times each (out, in) delta from its weight, snapshotting
+        the weight first; the changes' norms."""
+        norms = {}
+        for weight in self.weights:
+            tensor = record.snapshot(model, weight.name)
+            change = as_stored(deltas[weight.name], weight) * self.config.lr_scale
+            tensor.sub_(change.to(device=tensor.device, dtype=tensor.dtype))
+            norms[weight.name] = round(float(change.norm()), 6)
+        return norms

@@ -83,6 +83,13 @@ def request_rows(tokenizer: Any, requests: list[EditRequest]) -> Rows:
     return target_rows(tokenizer, [(r.prompt, r.target_new) for r in requests])
 
 
+def condition_batch(tokenizer: Any, request: EditRequest) -> Batch:
+    """The tokens of one edit, its prompt followed by ``" " + target_new``: what KE's
+    network reads (MEND reads none)."""
+    whole, _ = prompt_and_target(tokenizer, request.prompt, " " + request.target_new.strip())
+    return pad_batch([whole])
+
+
 def rows_logits(model: nn.Module, rows: Rows, **kwargs: Any) -> torch.Tensor:
     """The model's log-probabilities on ``rows`` (float32)."""
     device = next(model.parameters()).device

@@ -161,10 +161,10 @@ class MendNetwork(nn.Module):
         )
 
     def deltas(
-        self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+        self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], condition: object = None
     ) -> dict[str, torch.Tensor]:
         """``α_m · Σ_t δ̃_t ũ_tᵀ`` as (out, in) for every parameter in ``factors``: the
-        amount to subtract from each weight."""
+        amount to subtract from each weight (MEND reads no ``condition``)."""
         out = {}
         for name, (u, delta) in factors.items():
             u_new, delta_new = self.transform(name, u, delta)

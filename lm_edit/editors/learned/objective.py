@@ -1,4 +1,4 @@
-"""MEND's training objective for one edit: the edit loss of the edited model on the
+"""The training objective of MEND and KE for one edit: the edit loss of the edited model on the
 request and its rephrases, and the KL divergence between the unedited and the edited
 model's next-token distributions on an unrelated text. The edited model is the base
 model called with edited weights through ``torch.func.functional_call``, so the model
@@ -20,11 +20,16 @@ from lm_edit.editors.learned.factors import (
     EditedWeight,
     Rows,
     as_stored,
+    condition_batch,
     gradient_factors,
     request_rows,
     target_rows,
 )
+from lm_edit.editors.learned.ke_network import KeNetwork
 from lm_edit.editors.learned.network import MendNetwork
+
+EditNetwork = MendNetwork | KeNetwork
+"""A trained network that turns an edit's gradient factors into weight changes."""
 
 
 @dataclass(frozen=True)
@@ -97,13 +102,14 @@ def edit_and_score(
     model: nn.Module,
     tokenizer: Any,
     weights: list[EditedWeight],
-    network: MendNetwork,
+    network: EditNetwork,
     case: EditCase,
 ) -> EditOutcome:
     """Edit for ``case`` with ``network`` (gradients flow to it when enabled) and score
     the edited model: target NLL on the prompt and rephrases, KL on the unrelated text."""
     loss, factors = gradient_factors(model, weights, request_rows(tokenizer, [case.request]))
-    parameters = edited_parameters(model, weights, network.deltas(factors))
+    condition = condition_batch(tokenizer, case.request)
+    parameters = edited_parameters(model, weights, network.deltas(factors, condition))
     rows = generality_rows(tokenizer, case.request)
     edit_after = log_probs(model, rows.batch, parameters)
     unrelated = target_rows(tokenizer, [case.unrelated])

@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -36,9 +36,8 @@ from lm_edit.core.arguments import argument, check_bounds
 from lm_edit.data.loading import EditData
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
     MEND_CHECKPOINT,
+    CheckpointKind,
     model_identity,
 )
 from lm_edit.editors.learned.editor import MendConfig, chosen_weights
@@ -60,28 +59,25 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Settings of a MEND training run (EasyEdit's ``hparams/TRAINING/MEND`` values;
-    ``steps`` counts optimiser updates of ``batch_size`` edits each: the reference's
-    100,000 single edits with ``accumulate_bs`` 10 are 10,000 steps)."""
+class NetworkTrainSettings:
+    """The settings every network-training run (MEND's, KE's) has; ``steps`` counts
+    optimiser updates of ``batch_size`` edits each."""
+
+    command: ClassVar[str] = "lm-edit train"
 
     steps: int = argument(10_000, ge=1, help="optimiser updates")
     batch_size: int = argument(10, ge=1, help="edits per update")
     lr: float = argument(1e-6, gt=0, help="Adam learning rate of the network")
-    lr_lr: float = argument(1e-4, gt=0, help="Adam learning rate of the step sizes")
-    edit_lr: float = argument(1e-4, gt=0, help="initial step size of every edited weight")
     c_edit: float = argument(0.1, ge=0, help="weight of the edit loss")
     c_loc: float = argument(1.0, ge=0, help="weight of the locality KL")
     grad_clip: float = argument(100.0, gt=0, help="largest gradient norm")
-    rank: int = argument(1920, ge=1, help="rank of the network's layers")
-    n_hidden: int = argument(1, ge=0, help="hidden layers of the network")
     val_every: int = argument(100, ge=1, help="steps between validations")
     val_cases: int = argument(100, ge=1, help="held-out validation cases")
     checkpoint_every: int | None = argument(None, ge=1, help="default: val_every")
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_bounds(self, "lm-edit train mend")
+        check_bounds(self, self.command)
 
     def resumable(self) -> dict[str, Any]:
         """Every setting a resumed run must share (all but ``steps``)."""
@@ -89,6 +85,19 @@ class TrainSettings:
         out.pop("steps")
         out["checkpoint_every"] = self.checkpoint_every or self.val_every
         return out
+
+
+@dataclass(frozen=True)
+class TrainSettings(NetworkTrainSettings):
+    """Settings of a MEND training run (EasyEdit's ``hparams/TRAINING/MEND`` values: the
+    reference's 100,000 single edits with ``accumulate_bs`` 10 are 10,000 steps)."""
+
+    command: ClassVar[str] = "lm-edit train mend"
+
+    lr_lr: float = argument(1e-4, gt=0, help="Adam learning rate of the step sizes")
+    edit_lr: float = argument(1e-4, gt=0, help="initial step size of every edited weight")
+    rank: int = argument(1920, ge=1, help="rank of the network's layers")
+    n_hidden: int = argument(1, ge=0, help="hidden layers of the network")
 
 
 def split_cases(
@@ -187,8 +196,8 @@ class Run(CheckpointedRun):
     weights: list[EditedWeight]
     settings: TrainSettings
     header: dict[str, Any]
-    network: MendNetwork
-    optimizer: torch.optim.Adam
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
     sampler: CaseSampler
     validation: list[EditCase]
     step: int = 0
@@ -216,10 +225,11 @@ class Run(CheckpointedRun):
                 self.network.parameters(), settings.grad_clip, error_if_nonfinite=True
             )
         except RuntimeError as error:
+            editor = str(self.header["format"]).removeprefix("lm-edit-").upper()
             raise ValueError(
-                f"MEND training diverged at step {self.step + 1}: the gradient norm is not "
-                "finite. Lower --lr or --lr_lr and start a new folder (the last checkpoint "
-                "is kept)."
+                f"{editor} training diverged at step {self.step + 1}: the gradient norm is "
+                "not finite. Lower the learning rates (--lr, and MEND's --lr_lr) and start "
+                "a new folder (the last checkpoint is kept)."
             ) from error
         self.optimizer.step()
         self.step += 1
@@ -230,19 +240,22 @@ class Run(CheckpointedRun):
         return validate(self.model, self.tokenizer, self.weights, self.network, self.validation)
 
 
-def _header(
-    model: nn.Module, weights: list[EditedWeight], settings: TrainSettings, data: EditData
+def run_header(
+    kind: CheckpointKind,
+    model: nn.Module,
+    weights: list[EditedWeight],
+    network: dict[str, Any],
+    settings: Any,
+    data: EditData,
 ) -> dict[str, Any]:
+    """What every checkpoint of a run starts with: its kind, the base model and edited
+    weights, what rebuilds the ``network``, the settings a resumed run must share and the
+    training data's identity."""
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": kind.format,
+        "format_version": kind.version,
         "base": model_identity(model, weights),
-        "network": {
-            "rank": settings.rank,
-            "n_hidden": settings.n_hidden,
-            "edit_lr": settings.edit_lr,
-            "seed": settings.seed,
-        },
+        "network": network,
         "settings": settings.resumable(),
         "train_data": {
             "content_sha256": str(data.source.get("content_sha256", "")),
@@ -268,40 +281,81 @@ def train_mend(
 ) -> dict[str, Any]:
     """Train (or resume training) a MEND network for ``model`` on ``data``, writing the
     checkpoint and the final validation to ``output``; returns the final report."""
-    output = Path(output)
-    check_output(output)
     weights = chosen_weights(model, anatomy, config)
-    training, held_out = split_cases(data.requests, settings.val_cases, settings.seed)
-    header = _header(model, weights, settings, data)
-    device = next(model.parameters()).device
+    spec = {
+        "rank": settings.rank,
+        "n_hidden": settings.n_hidden,
+        "edit_lr": settings.edit_lr,
+        "seed": settings.seed,
+    }
+    header = run_header(MEND_CHECKPOINT, model, weights, spec, settings, data)
     shapes = {w.name: w.shape for w in weights}
-    network = MendNetwork(
-        shapes, settings.rank, settings.n_hidden, settings.edit_lr, settings.seed
-    ).to(device)
+    network = MendNetwork(shapes, settings.rank, settings.n_hidden, settings.edit_lr, settings.seed)
+    network = network.to(next(model.parameters()).device)
+    return train_network(
+        NetworkTraining(model, tokenizer, data, Path(output), MEND_CHECKPOINT, settings),
+        weights,
+        header,
+        network,
+        _optimizer(network, settings),
+        progress=progress,
+        on_checkpoint=on_checkpoint,
+    )
+
+
+@dataclass(frozen=True)
+class NetworkTraining:
+    """What a learned editor's training run is given: the model and tokenizer, the data,
+    the folder, the checkpoint kind and the settings (MEND's or KE's)."""
+
+    model: nn.Module
+    tokenizer: Any
+    data: EditData
+    output: Path
+    kind: CheckpointKind
+    settings: Any
+
+
+def train_network(
+    job: NetworkTraining,
+    weights: list[EditedWeight],
+    header: dict[str, Any],
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    progress: bool = True,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``network`` (MEND's or KE's) with ``optimizer`` on the edits of ``job``,
+    resuming from the folder's checkpoint; returns the final report."""
+    settings, output, kind = job.settings, job.output, job.kind
+    check_output(output, kind)
+    training, held_out = split_cases(job.data.requests, settings.val_cases, settings.seed)
     run = Run(
-        model,
-        tokenizer,
+        job.model,
+        job.tokenizer,
         weights,
         settings,
         header,
         network,
-        _optimizer(network, settings),
+        optimizer,
         CaseSampler(training, settings.seed),
         validation_cases(held_out, training),
     )
+    label = kind.editor.upper()
     resume_saved(
         run,
         output,
-        MEND_CHECKPOINT,
+        kind,
         settings.steps,
-        lambda saved: check_resume(saved, header, output, _RESUME_KEYS, "MEND", ("weights",)),
+        lambda saved: check_resume(saved, header, output, _RESUME_KEYS, label, ("weights",)),
     )
     return train_and_report(
         run,
-        model,
+        job.model,
         output,
-        MEND_CHECKPOINT,
-        data.source,
+        kind,
+        job.data.source,
         ("base", "network", "settings"),
         settings,
         progress=progress,

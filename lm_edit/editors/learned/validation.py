@@ -1,4 +1,4 @@
-"""Validation of a MEND network on held-out edits, each applied alone to the unedited
+"""Validation of a MEND or KE network on held-out edits, each applied alone to the unedited
 model: edit success (the share of target tokens that are the argmax after the edit, with
 the earlier target tokens fed in), generality (the same on the rephrases), locality (the
 share of the unrelated answer's positions whose argmax the edit left unchanged, EasyEdit's
@@ -13,8 +13,7 @@ from torch import nn
 
 from lm_edit.core.training import Span
 from lm_edit.editors.learned.factors import EditedWeight
-from lm_edit.editors.learned.network import MendNetwork
-from lm_edit.editors.learned.objective import EditCase, edit_and_score
+from lm_edit.editors.learned.objective import EditCase, EditNetwork, edit_and_score
 
 
 def _at(log_probs: torch.Tensor, span: Span) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +49,7 @@ def validate(
     model: nn.Module,
     tokenizer: Any,
     weights: list[EditedWeight],
-    network: MendNetwork,
+    network: EditNetwork,
     cases: list[EditCase],
 ) -> dict[str, Any]:
     """The validation metrics of ``network`` over ``cases`` (network in eval mode)."""
