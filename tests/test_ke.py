@@ -171,3 +171,38 @@ def test_the_command_line_trains_a_network_the_editor_uses(
     before = model.model.layers[-1].mlp.down_proj.weight.clone()
     stream.apply(REQUESTS[:1], progress=False)
     assert not torch.equal(model.model.layers[-1].mlp.down_proj.weight, before)
+
+
+def test_a_conv1d_weight_is_updated_in_its_stored_orientation(tiny_tokenizer, tmp_path):
+    torch.manual_seed(0)
+    network = KeNetwork({"w": (5, 3)}, torch.randn(20, 6), 8, 4, 1.0, 0, ("w",))
+    u, delta = torch.randn(7, 5), torch.randn(7, 3)
+    tokens = pad_batch([[1, 2, 3]])
+    stored = network.updates["w"](network.condition(tokens), (delta.T @ u).T)
+    assert stored.shape == (5, 3)
+    assert torch.allclose(network.deltas({"w": (u, delta)}, tokens)["w"], -stored.T)
+    data = write_counterfact(tmp_path)
+    model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    from lm_edit.data.loading import load_edit_data
+    from lm_edit.editors.learned.ke_training import train_ke
+
+    settings = KeTrainSettings(steps=2, batch_size=1, hidden_dim=8, condition_dim=8, val_cases=2)
+    folder = tmp_path / "ke-gpt2"
+    anatomy = resolve_anatomy(model)
+    train_ke(
+        model,
+        tiny_tokenizer,
+        load_edit_data(str(data)),
+        folder,
+        settings,
+        MendConfig(),
+        anatomy,
+        progress=False,
+    )
+    stream = EditStream.create(model, tiny_tokenizer, "ke", editor_checkpoint=str(folder))
+    before = model.transformer.h[-1].mlp.c_proj.weight.clone()
+    stream.apply(REQUESTS[:1], progress=False)
+    assert stream.editor.network.stored_transposed == {w.name for w in stream.editor.weights}
+    assert not torch.equal(model.transformer.h[-1].mlp.c_proj.weight, before)
+    stream.undo()
+    assert torch.equal(model.transformer.h[-1].mlp.c_proj.weight, before)

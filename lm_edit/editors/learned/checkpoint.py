@@ -228,6 +228,7 @@ def build_ke_network(checkpoint: dict[str, Any], device: torch.device | str = "c
         spec["condition_dim"],
         spec["max_scale"],
         spec["seed"],
+        tuple(spec.get("stored_transposed", ())),
     )
     try:
         network.load_state_dict(checkpoint["state"])

@@ -7,10 +7,11 @@ weight, which turns the weight's gradient into its edit.
   with a copy of the model's input embedding (trained with the rest), read by a
   one-layer bidirectional LSTM, and the two directions' final states go through a linear
   layer and ``tanh``: ``c``, of ``condition_dim`` features.
-* **Update of weight W (out x in) with gradient G.** A two-layer MLP with weight
-  normalisation (``condition_dim -> hidden -> 2 (out + in) + 1``, ``tanh`` between) maps
-  ``c`` to ``α_col, α_row, β_col, β_row`` and a scalar ``η``; ``A = softmax(α_row)ᵀ α_col``
-  and ``B = softmax(β_row)ᵀ β_col`` are rank-one (out x in) matrices, and the edit is
+* **Update of weight W (out x in; in x out where it is stored so, as GPT-2's ``Conv1D``)
+  with gradient G (the same orientation).** A two-layer MLP with weight normalisation
+  (``condition_dim -> hidden -> 2 (out + in) + 1``, ``tanh`` between) maps ``c`` to
+  ``α_col, α_row, β_col, β_row`` and a scalar ``η``; ``A = softmax(α_row)ᵀ α_col`` and
+  ``B = softmax(β_row)ᵀ β_col`` are rank-one matrices of W's shape, and the edit is
   ``ΔW = max_scale · σ(η) · (G ⊙ A + B)``, added to W.
 
 The reference conditions on one edit at a time; so does :meth:`KeNetwork.deltas`.
@@ -82,7 +83,10 @@ class ConditionedUpdate(nn.Module):
 
 class KeNetwork(nn.Module):
     """The condition network and one update network per edited weight (``shapes``: name
-    -> (in, out), as MEND's); built from ``seed`` so equal settings give equal networks."""
+    -> (in, out), as MEND's); built from ``seed`` so equal settings give equal networks.
+    Each update network works in its weight's stored orientation, as the reference's: (in,
+    out) for the weights named in ``stored_transposed`` (GPT-2's ``Conv1D``), else (out,
+    in), so the softmaxes run over the same axes as there."""
 
     def __init__(
         self,
@@ -92,9 +96,11 @@ class KeNetwork(nn.Module):
         condition_dim: int,
         max_scale: float,
         seed: int,
+        stored_transposed: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.names = list(shapes)
+        self.stored_transposed = frozenset(stored_transposed)
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
@@ -102,7 +108,7 @@ class KeNetwork(nn.Module):
             self.updates = nn.ModuleDict(
                 {
                     conditioner_name(name): ConditionedUpdate(
-                        (out_dim, in_dim), condition_dim, hidden_dim, max_scale
+                        self._stored((out_dim, in_dim), name), condition_dim, hidden_dim, max_scale
                     )
                     for name, (in_dim, out_dim) in shapes.items()
                 }
@@ -125,5 +131,13 @@ class KeNetwork(nn.Module):
         out = {}
         for name, (u, delta) in factors.items():
             gradient = delta.to(device).float().T @ u.to(device).float()
-            out[name] = -self.updates[conditioner_name(name)](vector, gradient)
+            stored = name in self.stored_transposed
+            update = self.updates[conditioner_name(name)](
+                vector, gradient.T if stored else gradient
+            )
+            out[name] = -(update.T if stored else update)
         return out
+
+    def _stored(self, shape: tuple[int, int], name: str) -> tuple[int, int]:
+        """``shape`` (out, in) in the orientation weight ``name`` is stored in."""
+        return shape[::-1] if name in self.stored_transposed else shape

@@ -68,6 +68,7 @@ def train_ke(
         "condition_dim": settings.condition_dim,
         "max_scale": settings.max_scale,
         "seed": settings.seed,
+        "stored_transposed": [w.name for w in weights if w.transposed],
     }
     network = KeNetwork(
         {w.name: w.shape for w in weights},
@@ -76,6 +77,7 @@ def train_ke(
         settings.condition_dim,
         settings.max_scale,
         settings.seed,
+        tuple(spec["stored_transposed"]),
     ).to(next(model.parameters()).device)
     header = run_header(KE_CHECKPOINT, model, weights, spec, settings, data)
     return train_network(
