@@ -365,12 +365,12 @@ def _train(args: argparse.Namespace) -> int:
             settings = SeracTrainSettings(**given)
             report = run_train_serac(model_args, args.train_data, args.output, settings, **options)
         else:
-            from lm_edit.editors.learned.command import run_train_mend
+            from lm_edit.editors.learned.command import run_train_network
             from lm_edit.editors.learned.ke_training import KeTrainSettings
             from lm_edit.editors.learned.training import TrainSettings
 
             settings = KeTrainSettings(**given) if args.editor == "ke" else TrainSettings(**given)
-            report = run_train_mend(
+            report = run_train_network(
                 model_args, args.train_data, args.output, settings, editor=args.editor, **options
             )
     except KeyboardInterrupt:

@@ -97,18 +97,21 @@ def train_tiny(
     *,
     on_checkpoint=None,
     config: MendConfig | None = None,
+    trainer=train_mend,
     **settings,
 ) -> dict:
-    """Train on the tiny Llama (seed 0) with :data:`QUICK` and ``settings``."""
+    """Train on the tiny Llama (seed 0) with ``trainer`` (MEND's by default, with
+    :data:`QUICK` and ``settings``; another trainer takes its ``settings=`` object)."""
     model = make_tiny_model("llama", len(tokenizer))
     if isinstance(data, Path):
         data = load_edit_data(str(data))
-    return train_mend(
+    run_settings = settings.pop("settings", None) or TrainSettings(**{**QUICK, **settings})
+    return trainer(
         model,
         tokenizer,
         data,
         output,
-        TrainSettings(**{**QUICK, **settings}),
+        run_settings,
         config or MendConfig(),
         resolve_anatomy(model),
         progress=False,
@@ -170,19 +173,9 @@ def train_tiny_ke(
     """Train KE's network on the tiny Llama (seed 0) with :data:`KE_QUICK` and ``settings``."""
     from lm_edit.editors.learned.ke_training import KeTrainSettings, train_ke
 
-    model = make_tiny_model("llama", len(tokenizer))
-    if isinstance(data, Path):
-        data = load_edit_data(str(data))
-    return train_ke(
-        model,
-        tokenizer,
-        data,
-        output,
-        KeTrainSettings(**{**KE_QUICK, **settings}),
-        MendConfig(),
-        resolve_anatomy(model),
-        progress=False,
-        on_checkpoint=on_checkpoint,
+    quick = KeTrainSettings(**{**KE_QUICK, **settings})
+    return train_tiny(
+        tokenizer, data, output, on_checkpoint=on_checkpoint, trainer=train_ke, settings=quick
     )
 
 

@@ -38,7 +38,7 @@ def load_model(model_args: dict[str, Any]):
     return model.to(model_args.get("device", "cpu")).eval(), tokenizer
 
 
-def run_train_mend(
+def run_train_network(
     model_args: dict[str, Any],
     train_data: str,
     output: Path,
