@@ -393,17 +393,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_FLAGS: dict[str, tuple[type, str]] = {
+_NETWORK_FLAGS: dict[str, tuple[type, str]] = {
     "steps": (int, "optimiser updates (default 10000)"),
     "batch_size": (int, "edits per update (default 10)"),
     "lr": (float, "Adam learning rate of the network (default 1e-6)"),
     "c_edit": (float, "weight of the edit loss (default 0.1)"),
     "c_loc": (float, "weight of the locality KL (default 1.0)"),
+    "locality_positions": (
+        str,
+        "where the locality KL is averaged: 'answer' (the unrelated answer's positions, "
+        "default) or 'all' (every position of the unrelated text but the last)",
+    ),
     "grad_clip": (float, "largest gradient norm (default 100)"),
     "val_every": (int, "steps between validations (default 100)"),
     "val_cases": (int, "held-out validation cases (default 100)"),
     "checkpoint_every": (int, "steps between checkpoints (default: val_every)"),
     "seed": (int, "seed of the split, case order and network (default 0)"),
+}
+"""The flags every network-training run (MEND's, KE's) has: ``NetworkTrainSettings``."""
+
+_TRAIN_FLAGS: dict[str, tuple[type, str]] = {
+    **_NETWORK_FLAGS,
     "lr_lr": (float, "Adam learning rate of the step sizes (default 1e-4)"),
     "edit_lr": (float, "initial step size of every edited weight (default 1e-4)"),
     "rank": (int, "rank of the network's layers (default 1920)"),
@@ -430,7 +440,7 @@ _SERAC_FLAGS: dict[str, tuple[type, str]] = {
 """``lm-edit train serac`` flags: the fields of ``SeracTrainSettings``."""
 
 _KE_FLAGS: dict[str, tuple[type, str]] = {
-    **{name: _TRAIN_FLAGS[name] for name in list(_TRAIN_FLAGS)[:10]},
+    **_NETWORK_FLAGS,
     "lr": (float, "Adam learning rate of the network (default 1e-5)"),
     "hidden_dim": (int, "LSTM and update networks' hidden width (default 512)"),
     "condition_dim": (int, "size of the condition vector (default 768)"),

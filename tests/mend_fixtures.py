@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
+from dataclasses import fields
 from pathlib import Path
 
 from lm_edit.core.anatomy import resolve_anatomy
@@ -132,7 +134,10 @@ def lifecycle_checkpoint(tokenizer, folder: Path, requests: list[EditRequest]) -
         EditRequest("y", "Danielle Darrieux is a native speaker of", "Danielle Darrieux", "Japan"),
     ]
     data = EditData([*requests, *extra], {"content_sha256": "lifecycle"})
-    held_out = {"val_cases": 1, "seed": 0}
+    # The KL covers every position of the unrelated text (the prediction of the answer's
+    # first token included). With EasyEdit's positions, the first request's edit takes
+    # on this tiny model, but after the second neither request's target is the answer.
+    held_out = {"val_cases": 1, "seed": 0, "locality_positions": "all"}
     train_tiny(tokenizer, data, folder, steps=30, val_every=30, checkpoint_every=30, **held_out)
     return folder
 
@@ -188,6 +193,26 @@ def ke_lifecycle_checkpoint(tokenizer, folder: Path, requests: list[EditRequest]
     ]
     data = EditData([*requests, *extra], {"content_sha256": "lifecycle"})
     train_tiny_ke(
-        tokenizer, data, folder, steps=100, val_every=100, checkpoint_every=100, val_cases=1
+        tokenizer,
+        data,
+        folder,
+        steps=100,
+        val_every=100,
+        checkpoint_every=100,
+        val_cases=1,
+        locality_positions="all",  # as lifecycle_checkpoint's
     )
     return folder
+
+
+def assert_flags_are_settings(flags: dict[str, tuple[type, str]], settings_class: type) -> None:
+    """The command line's ``flags`` are ``settings_class``'s fields, in order, each parsed
+    as its field's type (a literal's values' type)."""
+    hints = typing.get_type_hints(settings_class)
+    assert list(flags) == [f.name for f in fields(settings_class)]
+    for name, (kind, _) in flags.items():
+        hint = hints[name]
+        options = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Literal:
+            options = tuple({type(option) for option in options})
+        assert kind in (hint, *options), name

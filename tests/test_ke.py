@@ -7,9 +7,6 @@ editor then edits with."""
 
 from __future__ import annotations
 
-import typing
-from dataclasses import fields
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +23,7 @@ from lm_edit.editors.learned.run_folder import OutputFolderError
 from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
 from tests.mend_fixtures import (
+    assert_flags_are_settings,
     file_hash,
     train_tiny,
     train_tiny_ke,
@@ -146,10 +144,7 @@ def test_missing_and_other_editors_checkpoints_are_refused_by_name(
 
 
 def test_the_command_line_flags_are_the_training_settings():
-    hints = typing.get_type_hints(KeTrainSettings)
-    assert list(_KE_FLAGS) == [f.name for f in fields(KeTrainSettings)]
-    for name, (kind, _) in _KE_FLAGS.items():
-        assert kind in typing.get_args(hints[name]) or kind is hints[name], name
+    assert_flags_are_settings(_KE_FLAGS, KeTrainSettings)
 
 
 def test_the_command_line_trains_a_network_the_editor_uses(

@@ -7,18 +7,24 @@ settings, are refused; the command line trains a network that edited-hf then edi
 from __future__ import annotations
 
 import json
-import typing
-from dataclasses import fields
 
 import pytest
 import torch
 
 from lm_edit.cli import _TRAIN_FLAGS, main
+from lm_edit.core.tokens import prompt_and_target
 from lm_edit.editors.learned.checkpoint import CHECKPOINT_FILE
+from lm_edit.editors.learned.objective import unrelated_row
 from lm_edit.editors.learned.run_folder import REPORT_FILE, RUN_FILE, OutputFolderError
 from lm_edit.editors.learned.training import TrainSettings
 from tests.conftest import make_tiny_model
-from tests.mend_fixtures import COUNTERFACT, file_hash, train_tiny, write_counterfact
+from tests.mend_fixtures import (
+    COUNTERFACT,
+    assert_flags_are_settings,
+    file_hash,
+    train_tiny,
+    write_counterfact,
+)
 
 
 class Killed(Exception):
@@ -110,6 +116,32 @@ def test_resuming_with_other_settings_data_or_fewer_steps_is_refused(
     assert file_hash(output / CHECKPOINT_FILE) == saved
 
 
+def test_a_checkpoint_from_before_locality_positions_resumes_as_all(
+    tiny_tokenizer, data_file, tmp_path
+):
+    output = tmp_path / "run"
+    train_tiny(tiny_tokenizer, data_file, output, steps=2, locality_positions="all")
+    checkpoint = torch.load(output / CHECKPOINT_FILE, weights_only=True)
+    del checkpoint["settings"]["locality_positions"]  # as written before the setting
+    torch.save(checkpoint, output / CHECKPOINT_FILE)
+    with pytest.raises(OutputFolderError, match="locality_positions: 'all' \\(run\\) vs 'answer'"):
+        train_tiny(tiny_tokenizer, data_file, output, steps=4)
+    train_tiny(tiny_tokenizer, data_file, output, steps=4, locality_positions="all")
+    assert torch.load(output / CHECKPOINT_FILE, weights_only=True)["step"] == 4
+
+
+def test_the_locality_kl_is_averaged_where_locality_positions_says(tiny_tokenizer):
+    prompt, answer = "Toyota is a car company from", "Japan Asia"
+    whole, start = prompt_and_target(tiny_tokenizer, prompt, " " + answer)
+    rows, on_answer = unrelated_row(tiny_tokenizer, (prompt, answer), "answer")
+    _, on_all = unrelated_row(tiny_tokenizer, (prompt, answer), "all")
+    assert rows.batch.input_ids[0].tolist() == whole
+    assert on_answer[0].nonzero().flatten().tolist() == list(range(start, len(whole)))
+    assert on_all[0].nonzero().flatten().tolist() == list(range(len(whole) - 1))
+    with pytest.raises(ValueError, match="locality_positions must be one of 'answer', 'all'"):
+        TrainSettings(locality_positions="prompt")
+
+
 def test_an_output_holding_anything_else_is_refused(tiny_tokenizer, data_file, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -132,10 +164,7 @@ def test_too_many_validation_cases_are_refused(tiny_tokenizer, data_file, tmp_pa
 
 
 def test_the_command_line_flags_are_the_training_settings():
-    hints = typing.get_type_hints(TrainSettings)
-    assert list(_TRAIN_FLAGS) == [f.name for f in fields(TrainSettings)]
-    for name, (kind, _) in _TRAIN_FLAGS.items():
-        assert kind in (hints[name], *typing.get_args(hints[name])), name
+    assert_flags_are_settings(_TRAIN_FLAGS, TrainSettings)
 
 
 def test_the_command_line_trains_a_network_edited_hf_edits_with(

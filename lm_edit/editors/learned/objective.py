@@ -7,14 +7,15 @@ itself never changes and gradients reach the network through the edits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lm_edit.core.training import target_nll
+from lm_edit.core.tokens import pad_batch, prompt_and_target
+from lm_edit.core.training import target_nll, teacher_forced
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.factors import (
     EditedWeight,
@@ -30,6 +31,10 @@ from lm_edit.editors.learned.network import MendNetwork
 
 EditNetwork = MendNetwork | KeNetwork
 """A trained network that turns an edit's gradient factors into weight changes."""
+
+LocalityPositions = Literal["answer", "all"]
+"""Where the locality KL is averaged: the positions whose input is an answer token (the
+reference trainer's mask), or every position but the last."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,23 @@ def generality_rows(tokenizer: Any, request: EditRequest) -> Rows:
     return target_rows(tokenizer, [(p, request.target_new) for p in prompts])
 
 
+def unrelated_row(
+    tokenizer: Any, unrelated: tuple[str, str], positions: LocalityPositions
+) -> tuple[Rows, torch.Tensor]:
+    """The unrelated prompt followed by ``" " + answer``, whole (the answer's last token
+    included), scored on the answer's tokens; and the (1, length) mask of the positions
+    the locality KL averages over (see :data:`LocalityPositions`)."""
+    prompt, answer = unrelated
+    whole, start = prompt_and_target(tokenizer, prompt, " " + answer.strip())
+    rows = Rows(pad_batch([whole]), [teacher_forced(start, whole[start:])])
+    mask = torch.zeros(1, len(whole))
+    if positions == "answer":
+        mask[0, start:] = 1
+    else:
+        mask[0, :-1] = 1
+    return rows, mask
+
+
 def masked_kl(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over unmasked positions of KL(before ‖ after), both log-probabilities."""
     kl = (before.exp() * (before - after)).sum(-1)
@@ -104,15 +126,17 @@ def edit_and_score(
     weights: list[EditedWeight],
     network: EditNetwork,
     case: EditCase,
+    locality_positions: LocalityPositions = "answer",
 ) -> EditOutcome:
     """Edit for ``case`` with ``network`` (gradients flow to it when enabled) and score
-    the edited model: target NLL on the prompt and rephrases, KL on the unrelated text."""
+    the edited model: target NLL on the prompt and rephrases, KL on the unrelated text at
+    ``locality_positions``."""
     loss, factors = gradient_factors(model, weights, request_rows(tokenizer, [case.request]))
     condition = condition_batch(tokenizer, case.request)
     parameters = edited_parameters(model, weights, network.deltas(factors, condition))
     rows = generality_rows(tokenizer, case.request)
     edit_after = log_probs(model, rows.batch, parameters)
-    unrelated = target_rows(tokenizer, [case.unrelated])
+    unrelated, kl_mask = unrelated_row(tokenizer, case.unrelated, locality_positions)
     with torch.no_grad():
         before = log_probs(model, unrelated.batch)
     after = log_probs(model, unrelated.batch, parameters)
@@ -125,5 +149,5 @@ def edit_and_score(
         unrelated_before=before,
         unrelated_after=after,
         edit_loss=target_nll(edit_after, rows.spans),
-        locality_loss=masked_kl(before, after, unrelated.batch.attention_mask),
+        locality_loss=masked_kl(before, after, kl_mask),
     )

@@ -5,10 +5,11 @@ validation, the rest train. Each step takes the next ``batch_size`` training cas
 epoch is a random permutation of them), edits the unedited model for each case alone
 (:func:`~.objective.edit_and_score`), and back-propagates
 ``(c_edit · edit loss + c_loc · locality KL) / batch_size`` into the network and the
-step sizes; then the gradient norm is clipped to ``grad_clip`` and Adam steps (``lr`` for
-the network, ``lr_lr`` for the step sizes). The locality text of a case is one of its
-locality probes (prompt and answer), or, for a case without, another training case's
-fact, drawn from the run's random generator.
+step sizes (the KL averaged at ``locality_positions``: the unrelated answer's, as
+EasyEdit's trainer, or ``all``); then the gradient norm is clipped to ``grad_clip`` and
+Adam steps (``lr`` for the network, ``lr_lr`` for the step sizes). The locality text of
+a case is one of its locality probes (prompt and answer), or, for a case without, another
+training case's fact, drawn from the run's random generator.
 
 Every ``val_every`` steps the network is validated (:mod:`.validation`); every
 ``checkpoint_every`` steps (default: ``val_every``) and after the last one the checkpoint
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from lm_edit.core.anatomy import ModelAnatomy
-from lm_edit.core.arguments import argument, check_bounds
+from lm_edit.core.arguments import argument, check_bounds, coerce
 from lm_edit.data.loading import EditData
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.checkpoint import (
@@ -49,7 +50,7 @@ from lm_edit.editors.learned.loop import (
     train_and_report,
 )
 from lm_edit.editors.learned.network import MendNetwork
-from lm_edit.editors.learned.objective import EditCase, edit_and_score
+from lm_edit.editors.learned.objective import EditCase, LocalityPositions, edit_and_score
 from lm_edit.editors.learned.run_folder import (
     check_output,
 )
@@ -70,6 +71,7 @@ class NetworkTrainSettings:
     lr: float = argument(1e-6, gt=0, help="Adam learning rate of the network")
     c_edit: float = argument(0.1, ge=0, help="weight of the edit loss")
     c_loc: float = argument(1.0, ge=0, help="weight of the locality KL")
+    locality_positions: LocalityPositions = "answer"
     grad_clip: float = argument(100.0, gt=0, help="largest gradient norm")
     val_every: int = argument(100, ge=1, help="steps between validations")
     val_cases: int = argument(100, ge=1, help="held-out validation cases")
@@ -78,6 +80,7 @@ class NetworkTrainSettings:
 
     def __post_init__(self) -> None:
         check_bounds(self, self.command)
+        coerce(self.locality_positions, LocalityPositions, f"{self.command}: locality_positions")
 
     def resumable(self) -> dict[str, Any]:
         """Every setting a resumed run must share (all but ``steps``)."""
@@ -215,7 +218,14 @@ class Run(CheckpointedRun):
         edit_total = loc_total = 0.0
         for _ in range(settings.batch_size):
             case = self.sampler.next()
-            out = edit_and_score(self.model, self.tokenizer, self.weights, self.network, case)
+            out = edit_and_score(
+                self.model,
+                self.tokenizer,
+                self.weights,
+                self.network,
+                case,
+                settings.locality_positions,
+            )
             loss = settings.c_edit * out.edit_loss + settings.c_loc * out.locality_loss
             (loss / settings.batch_size).backward()
             edit_total += float(out.edit_loss.detach())
@@ -237,7 +247,14 @@ class Run(CheckpointedRun):
         return {"edit_loss": edit_total / n, "locality_kl": loc_total / n}
 
     def validate(self) -> dict[str, Any]:
-        return validate(self.model, self.tokenizer, self.weights, self.network, self.validation)
+        return validate(
+            self.model,
+            self.tokenizer,
+            self.weights,
+            self.network,
+            self.validation,
+            self.settings.locality_positions,
+        )
 
 
 def run_header(
@@ -265,6 +282,15 @@ def run_header(
 
 
 _RESUME_KEYS = ("base", "network", "settings", "train_data")
+
+
+def _earlier_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with the settings that checkpoints written before a setting existed used:
+    ``locality_positions: all``."""
+    settings = saved.get("settings")
+    if isinstance(settings, dict) and "locality_positions" not in settings:
+        saved = {**saved, "settings": {**settings, "locality_positions": "all"}}
+    return saved
 
 
 def train_mend(
@@ -348,7 +374,9 @@ def train_network(
         output,
         kind,
         settings.steps,
-        lambda saved: check_resume(saved, header, output, _RESUME_KEYS, label, ("weights",)),
+        lambda saved: check_resume(
+            _earlier_settings(saved), header, output, _RESUME_KEYS, label, ("weights",)
+        ),
     )
     return train_and_report(
         run,

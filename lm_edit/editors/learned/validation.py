@@ -13,7 +13,12 @@ from torch import nn
 
 from lm_edit.core.training import Span
 from lm_edit.editors.learned.factors import EditedWeight
-from lm_edit.editors.learned.objective import EditCase, EditNetwork, edit_and_score
+from lm_edit.editors.learned.objective import (
+    EditCase,
+    EditNetwork,
+    LocalityPositions,
+    edit_and_score,
+)
 
 
 def _at(log_probs: torch.Tensor, span: Span) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +56,7 @@ def validate(
     weights: list[EditedWeight],
     network: EditNetwork,
     cases: list[EditCase],
+    locality_positions: LocalityPositions = "answer",
 ) -> dict[str, Any]:
     """The validation metrics of ``network`` over ``cases`` (network in eval mode)."""
     was_training = network.training
@@ -69,7 +75,7 @@ def validate(
     try:
         for case in cases:
             with torch.no_grad():
-                out = edit_and_score(model, tokenizer, weights, network, case)
+                out = edit_and_score(model, tokenizer, weights, network, case, locality_positions)
             spans = out.edit_rows.spans
             scores["edit_success"].append(token_accuracy(out.edit_after[0], spans[0]))
             for row, span in enumerate(spans[1:], start=1):
