@@ -53,7 +53,14 @@ class LoraEditor(Editor):
 
     config_class = LoraEditorConfig
     config: LoraEditorConfig
-    quick_settings = {"lr": 0.05, "num_steps": 20, "layers": [2, 3]}
+    # On the tiny random test models, LoRA on the attention projections moves every
+    # prompt to the latest target; on the MLP input projection each edit stays its own.
+    quick_settings = {
+        "lr": 0.05,
+        "num_steps": 20,
+        "layers": [2, 3],
+        "lora_target_modules": ["up_proj"],
+    }
 
     def edit(
         self, model: nn.Module, tokenizer, requests: list[EditRequest], record: EditRecord

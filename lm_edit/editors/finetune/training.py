@@ -10,7 +10,9 @@ target's tokens only:
   For one-token targets this is the usual next-token loss; for longer ones it pushes all
   target tokens at that one position, as EasyEdit's code does;
 * ``objective: target_new`` (FT-M, LoRA): teacher forcing over the full target, the loss
-  masked to the target tokens (mean per request).
+  masked to the target tokens (mean per request). The input is the whole prompt and
+  target, its last token included (its prediction is not scored), as EasyEdit's loops feed
+  it: with LoRA's dropout the masks then have the reference's shape and draws.
 
 The batch loss is the mean over requests. Training makes ``num_steps`` passes over the
 batch, one Adam step per ``requests_per_step`` requests (EasyEdit's ``batch_size``); a step
@@ -73,7 +75,7 @@ def training_rows(tokenizer, requests: list[EditRequest], objective: str) -> lis
         if objective == "prompt_last":
             rows.append(TrainingRow(whole[:start], ([start - 1] * len(target), target)))
         else:
-            rows.append(TrainingRow(whole[:-1], teacher_forced(start, target)))
+            rows.append(TrainingRow(whole, teacher_forced(start, target)))
     return rows
 
 
