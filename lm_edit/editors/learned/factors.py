@@ -67,14 +67,15 @@ class Rows:
     spans: list[Span]
 
 
-def target_rows(tokenizer: Any, pairs: list[tuple[str, str]]) -> Rows:
+def target_rows(tokenizer: Any, pairs: list[tuple[str, str]], *, whole: bool = False) -> Rows:
     """One teacher-forced row per ``(prompt, target)``: the prompt followed by
-    ``" " + target``, scored on the target's tokens."""
+    ``" " + target``, scored on the target's tokens; the target's last token is input too
+    when ``whole`` (its prediction is not scored)."""
     ids, spans = [], []
     for prompt, target in pairs:
-        whole, start = prompt_and_target(tokenizer, prompt, " " + target.strip())
-        ids.append(whole[:-1])
-        spans.append(teacher_forced(start, whole[start:]))
+        tokens, start = prompt_and_target(tokenizer, prompt, " " + target.strip())
+        ids.append(tokens if whole else tokens[:-1])
+        spans.append(teacher_forced(start, tokens[start:]))
     return Rows(pad_batch(ids), spans)
 
 

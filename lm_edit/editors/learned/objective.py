@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lm_edit.core.tokens import pad_batch, prompt_and_target
-from lm_edit.core.training import target_nll, teacher_forced
+from lm_edit.core.training import target_nll
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.factors import (
     EditedWeight,
@@ -86,10 +85,10 @@ def unrelated_row(
     """The unrelated prompt followed by ``" " + answer``, whole (the answer's last token
     included), scored on the answer's tokens; and the (1, length) mask of the positions
     the locality KL averages over (see :data:`LocalityPositions`)."""
-    prompt, answer = unrelated
-    whole, start = prompt_and_target(tokenizer, prompt, " " + answer.strip())
-    rows = Rows(pad_batch([whole]), [teacher_forced(start, whole[start:])])
-    mask = torch.zeros(1, len(whole))
+    rows = target_rows(tokenizer, [unrelated], whole=True)
+    length = rows.batch.input_ids.shape[1]
+    start = rows.spans[0][0][0] + 1  # the first answer token's index
+    mask = torch.zeros(1, length)
     if positions == "answer":
         mask[0, start:] = 1
     else:
@@ -126,7 +125,7 @@ def edit_and_score(
     weights: list[EditedWeight],
     network: EditNetwork,
     case: EditCase,
-    locality_positions: LocalityPositions = "answer",
+    locality_positions: LocalityPositions,
 ) -> EditOutcome:
     """Edit for ``case`` with ``network`` (gradients flow to it when enabled) and score
     the edited model: target NLL on the prompt and rephrases, KL on the unrelated text at

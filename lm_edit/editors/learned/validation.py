@@ -56,7 +56,7 @@ def validate(
     weights: list[EditedWeight],
     network: EditNetwork,
     cases: list[EditCase],
-    locality_positions: LocalityPositions = "answer",
+    locality_positions: LocalityPositions,
 ) -> dict[str, Any]:
     """The validation metrics of ``network`` over ``cases`` (network in eval mode)."""
     was_training = network.training
