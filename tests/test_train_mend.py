@@ -13,6 +13,8 @@ import torch
 
 from lm_edit.cli import _TRAIN_FLAGS, main
 from lm_edit.core.tokens import prompt_and_target
+from lm_edit.data.loading import EditData
+from lm_edit.data.requests import EditRequest
 from lm_edit.editors.learned.checkpoint import CHECKPOINT_FILE
 from lm_edit.editors.learned.objective import unrelated_row
 from lm_edit.editors.learned.run_folder import REPORT_FILE, RUN_FILE, OutputFolderError
@@ -140,6 +142,30 @@ def test_the_locality_kl_is_averaged_where_locality_positions_says(tiny_tokenize
     assert on_all[0].nonzero().flatten().tolist() == list(range(len(whole) - 1))
     with pytest.raises(ValueError, match="locality_positions must be one of 'answer', 'all'"):
         TrainSettings(locality_positions="prompt")
+
+
+def test_a_network_trained_with_the_default_locality_positions_writes_an_edit(
+    tiny_tokenizer, tmp_path
+):
+    from lm_edit.stream import EditStream
+    from tests.test_editor_lifecycle import REQUESTS, _first_token, _logits
+
+    extra = [
+        EditRequest("x", "Michael Jordan plays the sport of", "Michael Jordan", "football"),
+        EditRequest("y", "Danielle Darrieux is a native speaker of", "Danielle Darrieux", "Japan"),
+    ]
+    data = EditData([*REQUESTS, *extra], {"content_sha256": "default-positions"})
+    output = tmp_path / "run"
+    train_tiny(tiny_tokenizer, data, output, steps=30, val_every=30, val_cases=1, seed=0)
+    assert TrainSettings().locality_positions == "answer"
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    request = REQUESTS[0]
+    before = int(_logits(model, tiny_tokenizer, request.prompt).argmax())
+    assert before != _first_token(tiny_tokenizer, request.target_new)
+    stream = EditStream.create(model, tiny_tokenizer, "mend", editor_checkpoint=str(output))
+    stream.apply([request], progress=False)
+    answer = int(_logits(model, tiny_tokenizer, request.prompt).argmax())
+    assert answer == _first_token(tiny_tokenizer, request.target_new)
 
 
 def test_an_output_holding_anything_else_is_refused(tiny_tokenizer, data_file, tmp_path):
