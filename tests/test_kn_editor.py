@@ -13,15 +13,18 @@ from lm_edit.core.anatomy import UnsupportedArchitectureError, resolve_anatomy
 from lm_edit.core.hooks import replace_last_input
 from lm_edit.editors.neurons.attribution import (
     AttributionSettings,
+    Query,
     answer_queries,
     coarse_neurons,
     last_activations,
     layer_attribution,
+    prefix_cache,
     refined_neurons,
 )
 from lm_edit.editors.registry import implementation_of
 from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
+from tests.test_anatomy import FAMILIES, build
 from tests.test_editor_lifecycle import REQUESTS, _first_token, _logits, _same_state, _state
 
 
@@ -49,6 +52,28 @@ def test_integrated_gradients_add_up_to_the_change_in_probability(tiny_tokenizer
         zero = _probability(model, query.ids, query.token)
     assert float(scores.sum()) == pytest.approx(full - zero, rel=0.02, abs=1e-5)
     assert float(scores.abs().max()) > 0
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "opt"])  # OPT: refused below
+def test_cached_prefix_gives_the_whole_prompt_attribution(family):
+    """Every point scales only the last position, so running the last token against the
+    prompt's key-value cache must give what running every point over the whole prompt
+    gives, on every supported architecture."""
+    model = build(family)
+    anatomy = resolve_anatomy(model)
+    query = Query([5, 17, 42, 8, 63, 29], 11)
+    settings = AttributionSettings((1,), 6, 4, 0.2, 0.4)  # two batches, one of them short
+    activation = last_activations(model, anatomy, query.ids, [1])[1]
+    module = anatomy.mlp_out_module(model, 1)
+    prefix = prefix_cache(model, query.ids)
+    assert prefix is not None
+    cached = layer_attribution(model, module, query, activation, settings, prefix)
+    whole = layer_attribution(model, module, query, activation, settings)
+    assert float(whole.abs().max()) > 0
+    torch.testing.assert_close(cached, whole, rtol=1e-4, atol=1e-9)
+    # the prefix is copied, not extended, by each batch of points
+    assert prefix.get_seq_length() == len(query.ids) - 1
+    assert prefix_cache(model, query.ids[:1]) is None
 
 
 def test_coarse_and_refined_neurons():

@@ -13,10 +13,18 @@ earlier tokens, and the attributions are averaged over the tokens. The neurons o
 prompt are those above ``adaptive_threshold`` times the prompt's largest attribution;
 across several prompts of the same fact, those found for more than ``p`` of the prompts
 are kept.
+
+Only the last position's activation is scaled, so under causal attention every earlier
+position computes the same keys and values for all points: those are computed once per
+query (a key-value cache of the prompt minus its last token) and each batch of points
+runs the last token alone against it. ``cached=False`` runs every point over the whole
+prompt instead (the equal, slower computation; ``bench/kn_attribution.py`` compares them).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections import Counter
 from dataclasses import dataclass
 
@@ -24,7 +32,7 @@ import torch
 from torch import nn
 
 from lm_edit.core.anatomy import ModelAnatomy, UnsupportedArchitectureError
-from lm_edit.core.hooks import capture_inputs, replace_last_input, run_until_stop
+from lm_edit.core.hooks import CACHE_KWARGS, capture_inputs, replace_last_input, run_until_stop
 from lm_edit.core.placement import input_device
 from lm_edit.core.tokens import prompt_and_target
 
@@ -49,6 +57,7 @@ class AttributionSettings:
     steps_per_batch: int
     adaptive_threshold: float
     p: float
+    cached: bool = True
 
 
 def answer_queries(tokenizer, prompt: str, answer: str) -> list[Query]:
@@ -85,23 +94,58 @@ def last_activations(
     return out
 
 
+def prefix_cache(model: nn.Module, ids: list[int]):
+    """The key-value cache of every token of ``ids`` but the last; ``None`` for a
+    one-token input or a model that returns no cache object (a legacy tuple cache of an
+    older transformers release cannot be repeated over the points)."""
+    if len(ids) < 2:
+        return None
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids[:-1]], device=input_device(model)), use_cache=True)
+    for name in reversed(CACHE_KWARGS):  # the current name first: the old one warns
+        cache = getattr(out, name, None)
+        if hasattr(cache, "batch_repeat_interleave"):
+            return cache
+    return None
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    """The keyword ``model``'s forward takes its key-value cache under."""
+    accepted = inspect.signature(model.forward).parameters
+    return next((name for name in CACHE_KWARGS if name in accepted), CACHE_KWARGS[0])
+
+
+def _points_logits(model: nn.Module, ids: list[int], points: int, prefix) -> torch.Tensor:
+    """Next-token logits at the end of ``ids`` for ``points`` copies of it, run against a
+    copy of ``prefix`` (only the last token is computed) when one is given."""
+    device = input_device(model)
+    if prefix is None:
+        return model(input_ids=torch.tensor([ids] * points, device=device)).logits[:, -1]
+    cache = copy.deepcopy(prefix)
+    cache.batch_repeat_interleave(points)
+    last = torch.tensor([ids[-1:]] * points, device=device)
+    keyword = {_cache_keyword(model): cache}
+    return model(input_ids=last, use_cache=True, **keyword).logits[:, -1]
+
+
 def layer_attribution(
     model: nn.Module,
     module: nn.Module,
     query: Query,
     activation: torch.Tensor,
     settings: AttributionSettings,
+    prefix=None,
 ) -> torch.Tensor:
-    """Integrated-gradients attribution of every unit of one layer (``(width,)``)."""
+    """Integrated-gradients attribution of every unit of one layer (``(width,)``);
+    ``prefix`` is :func:`prefix_cache` of ``query.ids`` (``None``: whole prompt per point)."""
     device = activation.device  # the layer's device; the token ids go to the input's
     scales = torch.arange(1, settings.steps + 1, device=device, dtype=torch.float32)
     scales = scales / settings.steps
     gradient_sum = torch.zeros_like(activation)
     for chunk in scales.split(settings.steps_per_batch):
         scaled = (chunk[:, None] * activation[None, :]).requires_grad_(True)
-        ids = torch.tensor([query.ids] * len(chunk), device=input_device(model))
         with torch.enable_grad(), replace_last_input(module, scaled):
-            logits = model(input_ids=ids).logits[:, -1].float()
+            logits = _points_logits(model, query.ids, len(chunk), prefix).float()
             probability = logits.softmax(dim=-1)[:, query.token].sum()
             (gradient,) = torch.autograd.grad(probability, scaled)
         gradient_sum += gradient.sum(dim=0)
@@ -117,10 +161,16 @@ def prompt_attribution(
     total = None
     for query in queries:
         activations = last_activations(model, anatomy, query.ids, layers)
+        prefix = prefix_cache(model, query.ids) if settings.cached else None
         scores = torch.stack(
             [
                 layer_attribution(
-                    model, anatomy.mlp_out_module(model, layer), query, activations[layer], settings
+                    model,
+                    anatomy.mlp_out_module(model, layer),
+                    query,
+                    activations[layer],
+                    settings,
+                    prefix,
                 ).cpu()
                 for layer in layers
             ]
