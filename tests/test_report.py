@@ -200,3 +200,11 @@ def test_a_group_without_its_own_score_stands_for_its_scored_subtasks():
         "group_subtasks": {"edit_capability_lite_mmlu": ["mmlu"], "mmlu": ["mmlu_stem"]},
     }
     assert top_level_tasks(results) == ["zsre_edit", "mmlu"]
+
+
+def test_drift_lines_name_the_matrix_not_only_its_layer():
+    from lm_edit.studies.report.plots import _matrix_label
+
+    assert _matrix_label("model.layers.3.self_attn.q_proj.weight", 3) == "layer 3 q_proj"
+    assert _matrix_label("model.layers.3.self_attn.v_proj.weight", 3) == "layer 3 v_proj"
+    assert _matrix_label("transformer.wte.weight", None) == "transformer.wte.weight"

@@ -135,6 +135,19 @@ def drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
     return _panels(path, "Parameter drift and language modelling", panels, rows)
 
 
+MAX_LEGEND_ENTRIES = 12
+"""Above this many edited matrices an editor's panels carry no legend."""
+
+
+def _matrix_label(parameter: str, layer: int | None) -> str:
+    """``layer 3 q_proj`` for ``model.layers.3.self_attn.q_proj.weight``; the parameter's
+    name when its layer is unknown."""
+    if layer is None:
+        return parameter
+    parts = parameter.removesuffix(".weight").split(".")
+    return f"layer {layer} {parts[-1]}"
+
+
 def layer_drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
     """Per editor (columns): Pearson r and relative Frobenius norm (rows) of every edited
     matrix against #edits, one line per matrix, labelled by its layer."""
@@ -165,12 +178,11 @@ def layer_drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
             ax = axes[line][column]
             for name, points in sorted(series.items()):
                 points.sort(key=lambda p: p[0])
-                layer = points[0][1]["layer"]
                 ax.plot(
                     [n for n, _ in points],
                     [m[key] for _, m in points],
                     marker="o",
-                    label=f"layer {layer}" if layer is not None else name,
+                    label=_matrix_label(name, points[0][1]["layer"]),
                 )
             ax.set_xscale("log")
             ax.set_xticks(ticks, [str(t) for t in ticks])
@@ -179,7 +191,10 @@ def layer_drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
             ax.grid(alpha=0.3)
             if line == 1:
                 ax.set_xlabel("# edits (log)")
-        axes[0][column].legend(fontsize=7)
+        if len(series) <= MAX_LEGEND_ENTRIES:
+            axes[0][column].legend(fontsize=7)
+        else:  # a legend of every matrix would cover the panels
+            axes[0][column].set_title(f"{editor}: {len(series)} matrices, Pearson r", fontsize=9)
     fig.suptitle("Parameter drift per edited matrix")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
