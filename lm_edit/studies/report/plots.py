@@ -150,7 +150,7 @@ def _matrix_label(parameter: str, layer: int | None) -> str:
 
 def layer_drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
     """Per editor (columns): Pearson r and relative Frobenius norm (rows) of every edited
-    matrix against #edits, one line per matrix, labelled by its layer."""
+    matrix against #edits, one line per matrix, labelled by its layer and module."""
     import matplotlib
 
     matplotlib.use("Agg")
