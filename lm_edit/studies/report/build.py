@@ -15,6 +15,7 @@ from lm_edit.studies.report.plots import (
 )
 from lm_edit.studies.report.render import html_page, markdown_table
 from lm_edit.studies.report.tables import (
+    answers_table,
     damage_table,
     drift_table,
     edit_success_tables,
@@ -30,7 +31,9 @@ def write_report(sweeps: list[Path], output: Path, at: int | None = None) -> lis
     rows = load_sweeps(sweeps)
     if not rows:
         raise ValueError(f"No finished checkpoints in {', '.join(map(str, sweeps))}.")
-    tables = [leaderboard(rows, at), damage_table(rows), *edit_success_tables(rows)]
+    answers = answers_table(rows)
+    tables = [leaderboard(rows, at), damage_table(rows), *([answers] if answers else [])]
+    tables += edit_success_tables(rows)
     tables += [drift_table(rows), edit_table(rows)]
     figures = [
         figure

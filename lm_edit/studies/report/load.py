@@ -16,7 +16,8 @@ EDIT_METRIC_PREFIXES = ("reliability", "generality", "locality", "portability", 
 
 @dataclass
 class Checkpoint:
-    """One evaluated checkpoint: who, after how many edits, and its scores."""
+    """One evaluated checkpoint: who, after how many edits, its scores, and the folder
+    holding its results (and samples, when logged)."""
 
     sweep: str
     editor: str
@@ -25,6 +26,8 @@ class Checkpoint:
     entry: dict[str, Any] = field(default_factory=dict)
     top_level: list[str] = field(default_factory=list)
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
+    folder: Path | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -106,6 +109,8 @@ def load_sweep(folder: Path) -> list[Checkpoint]:
                 entry,
                 top_level_tasks(results),
                 results.get("lm_edit_sweep", {}).get("drift_per_matrix", []),
+                (folder / entry["results"]).parent,
+                results.get("group_subtasks", {}),
             )
         )
     return rows

@@ -6,7 +6,10 @@
   (scored after the checkpoint's last edit) beside individual (right after its own edit);
 * editing table: every metric of the editing tasks, for reference;
 * drift table: parameter drift, language modelling, edit time and memory;
-* leaderboard: editors ranked by capability retained at one #edits.
+* answers table (when the sweep logged samples): per capability task, the share of items
+  answered as the unedited model answered them;
+* leaderboard: editors ranked by capability retained at one #edits, leaving out the
+  capability tasks the unedited model answers the same way (they cannot show damage).
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from dataclasses import dataclass
 from statistics import mean
 
 from lm_edit.evaluation.probes import KINDS as PROBE_KINDS
+from lm_edit.studies.report.answers import (
+    CONSTANT_SHARE,
+    agreement,
+    most_common_share,
+    task_answers,
+)
 from lm_edit.studies.report.load import Checkpoint, is_edit_task
 from lm_edit.studies.sweep.manifest import UNEDITED
 
@@ -91,7 +100,74 @@ def damage_table(rows: list[Checkpoint]) -> Table:
     for row in rows:
         scores = capability_scores(row, tasks, metrics)
         body.append([row.editor, row.n_edits, *map(_pct, scores), _pct(_avg(scores))])
-    return Table("Capability after sequential edits (%)", header, body)
+    note = constant_answer_note(constant_answer_tasks(rows, tasks))
+    return Table("Capability after sequential edits (%)", header, body, note)
+
+
+def _unedited_rows(rows: list[Checkpoint]) -> dict[str, Checkpoint]:
+    """Each sweep's unedited checkpoint."""
+    return {r.sweep: r for r in rows if r.editor.split(" ")[0] == UNEDITED}
+
+
+def constant_answer_tasks(
+    rows: list[Checkpoint], tasks: list[str]
+) -> dict[tuple[str, str], tuple[str, float]]:
+    """``{(sweep, task): (answer, share)}`` for the capability tasks on which a sweep's
+    unedited model gives one answer to :data:`CONSTANT_SHARE` or more of the logged items."""
+    out = {}
+    for sweep, row in _unedited_rows(rows).items():
+        for task in tasks:
+            answers = task_answers(row, task)
+            if answers:
+                answer, share = most_common_share(answers)
+                if share >= CONSTANT_SHARE:
+                    out[(sweep, task)] = (answer, share)
+    return out
+
+
+def constant_answer_note(flagged: dict[tuple[str, str], tuple[str, float]]) -> str:
+    """Names the tasks that cannot show damage, and why."""
+    if not flagged:
+        return ""
+    several = len({sweep for sweep, _ in flagged}) > 1
+
+    def where(sweep: str, task: str) -> str:
+        return f"{task} in {sweep}" if several else task
+
+    named = "; ".join(
+        f"{where(sweep, task)}: answer {answer!r} to {100 * share:.0f}% of its items"
+        for (sweep, task), (answer, share) in flagged.items()
+    )
+    return (
+        f"Cannot show damage (the unedited model gives one answer to nearly every item, "
+        f"so the score is the share of items whose gold answer is that one): {named}."
+    )
+
+
+def answers_table(rows: list[Checkpoint]) -> Table | None:
+    """Per checkpoint and capability task, the share of logged items answered as the
+    unedited model of the same sweep answered them (%); None without logged samples."""
+    tasks = capability_tasks(rows)
+    base = _unedited_rows(rows)
+    reference = {(s, t): task_answers(r, t) for s, r in base.items() for t in tasks}
+    if not any(reference.values()):
+        return None
+    body = []
+    for row in rows:
+        cells = []
+        for task in tasks:
+            answers, unedited = task_answers(row, task), reference.get((row.sweep, task))
+            both = answers and unedited
+            cells.append(_pct(agreement(answers, unedited)) if both else None)
+        body.append([row.editor, row.n_edits, *cells])
+    header = ["editor", "#edits", *tasks]
+    note = (
+        "Share of the logged items (lm-eval's samples, `--log_samples`) that get the same "
+        "answer as from the unedited model: the most likely choice of a multiple-choice "
+        "item, the filtered generation otherwise. It moves whenever the answers change, "
+        "also where the accuracy does not. "
+    ) + constant_answer_note(constant_answer_tasks(rows, tasks))
+    return Table("Answers unchanged from the unedited model (%)", header, body, note.strip())
 
 
 def _edit_metric_rank(name: str) -> int:
@@ -224,15 +300,17 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
     tasks = capability_tasks(rows)
     metrics = {task: primary_metric(rows, task) for task in tasks}
     success = success_metric(rows)
-    base = {r.sweep: r for r in rows if r.editor.split(" ")[0] == UNEDITED}
+    base = _unedited_rows(rows)
+    flagged = constant_answer_tasks(rows, tasks)
 
     def retained(row: Checkpoint) -> float | None:
         reference = base.get(row.sweep)
         if reference is None:
             return None
+        kept = [t for t in tasks if (row.sweep, t) not in flagged]
         pairs = zip(
-            capability_scores(row, tasks, metrics),
-            capability_scores(reference, tasks, metrics),
+            capability_scores(row, kept, metrics),
+            capability_scores(reference, kept, metrics),
             strict=True,
         )
         return _pct(_avg([s / b for s, b in pairs if s is not None and b]))
@@ -267,6 +345,15 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
     note = (
         f"Ranked at {at} edits by capability retained, then by edit success. Capability "
         "retained: mean over the capability tasks of the editor's score divided by the "
-        "unedited model's score on the same task."
+        "unedited model's score on the same task"
     )
+    if flagged:
+        note += ", leaving out the tasks named next. " + constant_answer_note(flagged)
+    elif tasks:
+        note += (
+            ". Whether each capability task can show damage is checked when the sweep "
+            "logs samples (`--log_samples`)."
+        )
+    else:
+        note += "."
     return Table(f"Leaderboard at {at} edits", header, ranked, note)

@@ -1,0 +1,83 @@
+"""The capability tasks' answers, read from the samples a sweep writes with
+``--log_samples``: how often the unedited model gives its most common answer (a task it
+answers the same way on nearly every item cannot show damage: its score is the share of
+items whose gold answer is that one), and how often an edited model answers as the
+unedited model did."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from lm_edit.studies.report.load import Checkpoint
+
+CONSTANT_SHARE = 0.9
+"""A task whose unedited answers are this share or more one answer cannot show damage."""
+
+AnswerKey = tuple[str, int, str]
+"""(task, doc_id, filter) of one logged item."""
+
+
+def item_answer(record: dict[str, Any]) -> str:
+    """The answer of one logged item: the index of the most likely choice for a
+    log-likelihood multiple-choice item, else the filtered generation (stripped)."""
+    responses = record.get("filtered_resps")
+    if isinstance(responses, list) and responses and all(_is_choice(r) for r in responses):
+        scores = [float(r[0]) for r in responses]
+        return str(max(range(len(scores)), key=scores.__getitem__))
+    if isinstance(responses, list):
+        responses = responses[0] if responses else ""
+    return str(responses).strip()
+
+
+def _is_choice(response: object) -> bool:
+    """A (log-likelihood, is_greedy) pair, as lm-eval logs a choice."""
+    return isinstance(response, list | tuple) and len(response) == 2
+
+
+def read_answers(folder: Path, tasks: list[str]) -> dict[AnswerKey, str] | None:
+    """Every logged item's answer of ``tasks`` in one checkpoint folder; None when a task
+    has no samples file (the sweep ran without ``--log_samples``)."""
+    answers: dict[AnswerKey, str] = {}
+    for task in tasks:
+        path = folder / f"samples_{task}.jsonl"
+        if not path.is_file():
+            return None
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    record = json.loads(line)
+                    key = (task, int(record["doc_id"]), str(record.get("filter", "")))
+                    answers[key] = item_answer(record)
+    return answers
+
+
+def leaf_tasks(task: str, groups: dict[str, list[str]]) -> list[str]:
+    """The tasks under ``task`` that log samples (itself when it is not a group)."""
+    children = groups.get(task) or []
+    if not children:
+        return [task]
+    return [leaf for child in children for leaf in leaf_tasks(child, groups)]
+
+
+def most_common_share(answers: dict[AnswerKey, str]) -> tuple[str, float]:
+    """The most common answer and the share of items that got it."""
+    answer, count = Counter(answers.values()).most_common(1)[0]
+    return answer, count / len(answers)
+
+
+def agreement(answers: dict[AnswerKey, str], reference: dict[AnswerKey, str]) -> float | None:
+    """Share of the items in both whose answer is the reference's; None if none shared."""
+    shared = answers.keys() & reference.keys()
+    if not shared:
+        return None
+    return sum(answers[key] == reference[key] for key in shared) / len(shared)
+
+
+def task_answers(row: Checkpoint, task: str) -> dict[AnswerKey, str] | None:
+    """The checkpoint's logged answers on ``task`` (a group: its subtasks'), or None."""
+    if row.folder is None:
+        return None
+    return read_answers(row.folder, leaf_tasks(task, row.groups))
