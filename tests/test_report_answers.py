@@ -60,7 +60,7 @@ def logged_sweep(tmp_path):
 
 
 def test_an_item_answer_is_the_likeliest_choice_or_the_filtered_text():
-    assert item_answer(_choice_record(0, 2)) == "2"
+    assert item_answer(_choice_record(0, 2)) == "choice 2"
     assert item_answer(_generation_record(0, "Paris")) == "Paris"
     assert item_answer({"doc_id": 0, "filtered_resps": "Rome "}) == "Rome"
 
@@ -73,7 +73,10 @@ def test_a_group_is_read_through_its_leaf_tasks(tmp_path):
     assert read_answers(tmp_path, leaf_tasks("mmlu", groups)) is None
     _write(tmp_path, "mmlu_virology", [_choice_record(0, 3)])
     answers = read_answers(tmp_path, leaf_tasks("mmlu", groups))
-    assert answers == {("mmlu_anatomy", 0, "none"): "1", ("mmlu_virology", 0, "none"): "3"}
+    assert answers == {
+        ("mmlu_anatomy", 0, "none"): "choice 1",
+        ("mmlu_virology", 0, "none"): "choice 3",
+    }
 
 
 def test_answers_are_compared_with_the_unedited_models(logged_sweep):
@@ -83,7 +86,7 @@ def test_answers_are_compared_with_the_unedited_models(logged_sweep):
     assert rows[("unedited", 0)] == pytest.approx([100.0, 100.0])
     assert rows[("rome", 10)] == pytest.approx([75.0, 50.0])
     assert rows[("memit", 10)] == pytest.approx([100.0, 100.0])
-    assert "cap_a: answer '0' to 95% of its items" in table.note
+    assert "cap_a: answer 'choice 0' to 95% of its items" in table.note
 
 
 def test_a_constant_answer_task_is_left_out_of_capability_retained(logged_sweep):
@@ -111,4 +114,4 @@ def test_without_samples_nothing_is_left_out_and_the_check_is_named(tmp_path):
 def test_with_several_sweeps_the_note_names_the_sweep(tmp_path):
     rows = load_sweeps([_logged(tmp_path / "s1"), _logged(tmp_path / "s2")])
     note = leaderboard(rows).note
-    assert "cap_a in s1: answer '0'" in note and "cap_a in s2: answer '0'" in note
+    assert "cap_a in s1: answer 'choice 0'" in note and "cap_a in s2: answer 'choice 0'" in note

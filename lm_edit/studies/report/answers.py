@@ -21,12 +21,13 @@ AnswerKey = tuple[str, int, str]
 
 
 def item_answer(record: dict[str, Any]) -> str:
-    """The answer of one logged item: the index of the most likely choice for a
-    log-likelihood multiple-choice item, else the filtered generation (stripped)."""
+    """The answer of one logged item: ``choice i`` for a log-likelihood multiple-choice
+    item whose most likely choice is the i-th (from 0, as lm-eval's targets count), else
+    the filtered generation (stripped)."""
     responses = record.get("filtered_resps")
     if isinstance(responses, list) and responses and all(_is_choice(r) for r in responses):
         scores = [float(r[0]) for r in responses]
-        return str(max(range(len(scores)), key=scores.__getitem__))
+        return f"choice {max(range(len(scores)), key=scores.__getitem__)}"
     if isinstance(responses, list):
         responses = responses[0] if responses else ""
     return str(responses).strip()
