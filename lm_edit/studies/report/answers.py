@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_edit.studies.report.load import Checkpoint
+from lm_edit.studies.sweep.outputs import samples_file
 
 CONSTANT_SHARE = 0.9
 """A task whose unedited answers are this share or more one answer cannot show damage."""
@@ -43,7 +44,7 @@ def read_answers(folder: Path, tasks: list[str]) -> dict[AnswerKey, str] | None:
     has no samples file (the sweep ran without ``--log_samples``)."""
     answers: dict[AnswerKey, str] = {}
     for task in tasks:
-        path = folder / f"samples_{task}.jsonl"
+        path = samples_file(folder, task)
         if not path.is_file():
             return None
         with path.open(encoding="utf-8") as lines:
@@ -78,7 +79,10 @@ def agreement(answers: dict[AnswerKey, str], reference: dict[AnswerKey, str]) ->
 
 
 def task_answers(row: Checkpoint, task: str) -> dict[AnswerKey, str] | None:
-    """The checkpoint's logged answers on ``task`` (a group: its subtasks'), or None."""
+    """The checkpoint's logged answers on ``task`` (a group: its subtasks'), or None;
+    read once per loaded checkpoint."""
     if row.folder is None:
         return None
-    return read_answers(row.folder, leaf_tasks(task, row.groups))
+    if task not in row.answers:
+        row.answers[task] = read_answers(row.folder, leaf_tasks(task, row.groups))
+    return row.answers[task]

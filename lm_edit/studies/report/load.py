@@ -28,6 +28,8 @@ class Checkpoint:
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
     folder: Path | None = None
     groups: dict[str, list[str]] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Logged answers per capability task, filled on first use (``report.answers``)."""
 
     @property
     def label(self) -> str:

@@ -23,6 +23,11 @@ def _dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(obj, default=handle_non_serializable, ensure_ascii=False, **kwargs)
 
 
+def samples_file(folder: Path, task: str) -> Path:
+    """Where a checkpoint folder keeps ``task``'s logged samples (``--log_samples``)."""
+    return folder / f"samples_{task}.jsonl"
+
+
 def write_checkpoint(folder: Path, output: dict[str, Any], extra: dict[str, Any]) -> list[Path]:
     """Write samples (if any) then ``results.json``, each atomically and each checked to
     lie inside ``folder``; return the files written, ``results.json`` last."""
@@ -31,7 +36,7 @@ def write_checkpoint(folder: Path, output: dict[str, Any], extra: dict[str, Any]
     written = []
     for task, rows in samples.items():
         text = "".join(_dumps(row) + "\n" for row in rows)
-        written.append(inside(folder, folder / f"samples_{task}.jsonl"))
+        written.append(inside(folder, samples_file(folder, task)))
         save_text(text, written[-1])
     written.append(inside(folder, folder / RESULTS))
     save_text(_dumps({**output, "lm_edit_sweep": extra}, indent=1) + "\n", written[-1])
