@@ -6,7 +6,6 @@ training, fewer do."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from lm_edit.data.loading import load_edit_requests
 from lm_edit.data.requests import EditRequest
@@ -14,15 +13,14 @@ from lm_edit.editors.learned.training import split_cases
 from lm_edit.stream import EditStream
 from tests.conftest import make_tiny_model
 from tests.mend_fixtures import train_tiny, train_tiny_ke, write_counterfact
+from tests.test_editor_lifecycle import _first_token, _logits
 
 TRAINERS = {"mend": (train_tiny, 60), "ke": (train_tiny_ke, 100)}
 """Each learned editor's trainer and the steps after which its training cases take."""
 
 
 def _answer(model, tokenizer, prompt: str) -> int:
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        return int(model(ids).logits[0, -1].argmax())
+    return int(_logits(model, tokenizer, prompt).argmax())
 
 
 def _cases_that_take(name: str, tokenizer, checkpoint, requests: list[EditRequest]) -> set:
@@ -31,7 +29,7 @@ def _cases_that_take(name: str, tokenizer, checkpoint, requests: list[EditReques
     taken = set()
     for request in requests:
         model = make_tiny_model("llama", len(tokenizer))
-        new_token = tokenizer(" " + request.target_new)["input_ids"][0]
+        new_token = _first_token(tokenizer, request.target_new)
         assert _answer(model, tokenizer, request.prompt) != new_token, request.case_id
         stream = EditStream.create(model, tokenizer, name, editor_checkpoint=str(checkpoint))
         stream.apply([request], progress=False)
