@@ -5,7 +5,9 @@ unedited model's, item by item."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,31 @@ def test_with_several_sweeps_the_note_names_the_sweep(tmp_path):
     rows = load_sweeps([_logged(tmp_path / "s1"), _logged(tmp_path / "s2")])
     note = leaderboard(rows).note
     assert "cap_a in s1: answer 'choice 0'" in note and "cap_a in s2: answer 'choice 0'" in note
+
+
+def test_an_archived_sweep_with_gzipped_samples_reports_the_same(logged_sweep, tmp_path):
+    archived = tmp_path / "archived"
+    shutil.copytree(logged_sweep, archived)
+    for path in archived.rglob("samples_*.jsonl"):
+        with path.open("rb") as plain, gzip.open(path.with_name(path.name + ".gz"), "wb") as out:
+            shutil.copyfileobj(plain, out)
+        path.unlink()
+    assert not list(archived.rglob("samples_*.jsonl"))
+    original = answers_table(load_sweeps([logged_sweep]))
+    packed = answers_table(load_sweeps([archived]))
+    assert packed is not None and original is not None
+    assert packed.rows == original.rows and packed.note == original.note
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_corrupt_samples_file_is_named(tmp_path, packed):
+    _write(tmp_path, "cap_a", [_choice_record(0, 1)])
+    path = tmp_path / "samples_cap_a.jsonl"
+    path.write_text(path.read_text() + "{not json\n")
+    if packed:
+        path.with_name(path.name + ".gz").write_bytes(b"not gzip at all")
+        path.unlink()
+        path = path.with_name(path.name + ".gz")
+    with pytest.raises(ValueError, match="unreadable logged samples") as error:
+        read_answers(tmp_path, ["cap_a"])
+    assert str(path) in str(error.value)

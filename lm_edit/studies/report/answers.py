@@ -6,13 +6,12 @@ unedited model did."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from lm_edit.studies.report.load import Checkpoint
-from lm_edit.studies.sweep.outputs import samples_file
+from lm_edit.studies.sweep.outputs import read_samples
 
 CONSTANT_SHARE = 0.9
 """A task whose unedited answers are this share or more one answer cannot show damage."""
@@ -44,15 +43,12 @@ def read_answers(folder: Path, tasks: list[str]) -> dict[AnswerKey, str] | None:
     has no samples file (the sweep ran without ``--log_samples``)."""
     answers: dict[AnswerKey, str] = {}
     for task in tasks:
-        path = samples_file(folder, task)
-        if not path.is_file():
+        records = read_samples(folder, task)
+        if records is None:
             return None
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    key = (task, int(record["doc_id"]), str(record.get("filter", "")))
-                    answers[key] = item_answer(record)
+        for record in records:
+            key = (task, int(record["doc_id"]), str(record.get("filter", "")))
+            answers[key] = item_answer(record)
     return answers
 
 

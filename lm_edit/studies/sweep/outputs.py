@@ -3,7 +3,9 @@ an ``lm_edit_sweep`` section) and, with ``--log_samples``, one JSONL file per ta
 
 from __future__ import annotations
 
+import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,35 @@ def _dumps(obj: Any, **kwargs: Any) -> str:
 def samples_file(folder: Path, task: str) -> Path:
     """Where a checkpoint folder keeps ``task``'s logged samples (``--log_samples``)."""
     return folder / f"samples_{task}.jsonl"
+
+
+def read_samples(folder: Path, task: str) -> Iterator[dict[str, Any]] | None:
+    """``task``'s logged samples in a checkpoint folder, one record per line: the file the
+    sweep wrote, or that file gzip-compressed (``samples_<task>.jsonl.gz``, as an archived
+    study may keep it); None when neither is there (the sweep ran without
+    ``--log_samples``). A line that is not JSON raises ``ValueError`` naming the file."""
+    path = samples_file(folder, task)
+    packed = path.with_name(path.name + ".gz")
+    if path.is_file():
+        return _records(path, path.open(encoding="utf-8"))
+    if packed.is_file():
+        return _records(packed, gzip.open(packed, "rt", encoding="utf-8"))
+    return None
+
+
+def _records(path: Path, lines: Any) -> Iterator[dict[str, Any]]:
+    number = 0
+    with lines:
+        try:
+            for line in lines:
+                number += 1
+                if line.strip():
+                    yield json.loads(line)
+        except (json.JSONDecodeError, OSError, EOFError) as error:
+            raise ValueError(
+                f"{path}: unreadable logged samples (line {number}: {error}); "
+                "run the checkpoint again or delete the file to report without it"
+            ) from error
 
 
 def write_checkpoint(folder: Path, output: dict[str, Any], extra: dict[str, Any]) -> list[Path]:
