@@ -15,6 +15,7 @@ import pytest
 from lm_edit.studies.report.answers import item_answer, leaf_tasks, read_answers
 from lm_edit.studies.report.build import write_report
 from lm_edit.studies.report.load import load_sweeps
+from lm_edit.studies.report.plots import damage_panels
 from lm_edit.studies.report.tables import answers_table, damage_table, leaderboard
 from tests.test_report import make_sweep
 
@@ -145,3 +146,17 @@ def test_a_corrupt_samples_file_is_named(tmp_path, packed):
     with pytest.raises(ValueError, match="unreadable logged samples") as error:
         read_answers(tmp_path, ["cap_a"])
     assert str(path) in str(error.value)
+
+
+def test_the_damage_curves_draw_the_answers_unchanged(logged_sweep, tmp_path):
+    rows = load_sweeps([logged_sweep])
+    panels = dict(damage_panels(rows))
+    unchanged = panels["cap_a: answers unchanged (%)"]
+    by_row = {(r.editor, r.n_edits): unchanged(r) for r in rows}
+    assert by_row[("unedited", 0)] == pytest.approx(100.0)
+    assert by_row[("rome", 10)] == pytest.approx(75.0)
+    assert dict(damage_panels(load_sweeps([make_sweep(tmp_path / "plain")]))).keys() == {
+        "cap_a (acc)",
+        "cap_b (exact_match,strict)",
+        "average over tasks",
+    }

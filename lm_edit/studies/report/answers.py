@@ -82,3 +82,12 @@ def task_answers(row: Checkpoint, task: str) -> dict[AnswerKey, str] | None:
     if task not in row.answers:
         row.answers[task] = read_answers(row.folder, leaf_tasks(task, row.groups))
     return row.answers[task]
+
+
+def unchanged_share(row: Checkpoint, task: str, unedited: Checkpoint | None) -> float | None:
+    """Share of ``task``'s logged items ``row`` answers as ``unedited`` did; None where
+    either has no samples."""
+    if unedited is None:
+        return None
+    answers, reference = task_answers(row, task), task_answers(unedited, task)
+    return agreement(answers, reference) if answers and reference else None

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from lm_edit.studies.report.answers import task_answers, unchanged_share
 from lm_edit.studies.report.load import Checkpoint
 from lm_edit.studies.report.tables import (
     capability_scores,
@@ -15,6 +16,7 @@ from lm_edit.studies.report.tables import (
     edit_tasks,
     headline_metrics,
     primary_metric,
+    unedited_rows,
 )
 from lm_edit.studies.sweep.manifest import UNEDITED
 
@@ -92,13 +94,32 @@ def _entry(section: str, key: str) -> Value:
     return value
 
 
-def damage_curves(rows: list[Checkpoint], path: Path) -> Path | None:
-    """One panel per capability task (its primary metric), and their average."""
+def _unchanged(task: str, unedited: dict[str, Checkpoint]) -> Value:
+    def value(row: Checkpoint) -> float | None:
+        share = unchanged_share(row, task, unedited.get(row.sweep))
+        return None if share is None else 100 * share
+
+    return value
+
+
+def damage_panels(rows: list[Checkpoint]) -> list[tuple[str, Value]]:
+    """One panel per capability task (its primary metric), and their average; with
+    logged samples, one more per task: the share of answers unchanged from the unedited
+    model's, which shows damage also where the accuracy does not move."""
     tasks = capability_tasks(rows)
     metrics = {t: primary_metric(rows, t) for t in tasks}
     panels = [(f"{t} ({metrics[t]})", _score(t, metrics[t])) for t in tasks]
     if len(tasks) > 1:
         panels.append(("average over tasks", _average(tasks, metrics)))
+    unedited = unedited_rows(rows)
+    logged = [t for t in tasks if any(task_answers(r, t) for r in unedited.values())]
+    panels += [(f"{t}: answers unchanged (%)", _unchanged(t, unedited)) for t in logged]
+    return panels
+
+
+def damage_curves(rows: list[Checkpoint], path: Path) -> Path | None:
+    """The :func:`damage_panels` against #edits."""
+    panels = damage_panels(rows)
     return _panels(path, "Capability vs. sequential edits", panels, rows) if panels else None
 
 

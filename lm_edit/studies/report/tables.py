@@ -20,9 +20,9 @@ from statistics import mean
 from lm_edit.evaluation.probes import KINDS as PROBE_KINDS
 from lm_edit.studies.report.answers import (
     CONSTANT_SHARE,
-    agreement,
     most_common_share,
     task_answers,
+    unchanged_share,
 )
 from lm_edit.studies.report.load import Checkpoint, is_edit_task
 from lm_edit.studies.sweep.manifest import UNEDITED
@@ -104,7 +104,7 @@ def damage_table(rows: list[Checkpoint]) -> Table:
     return Table("Capability after sequential edits (%)", header, body, note)
 
 
-def _unedited_rows(rows: list[Checkpoint]) -> dict[str, Checkpoint]:
+def unedited_rows(rows: list[Checkpoint]) -> dict[str, Checkpoint]:
     """Each sweep's unedited checkpoint."""
     return {r.sweep: r for r in rows if r.editor.split(" ")[0] == UNEDITED}
 
@@ -115,7 +115,7 @@ def constant_answer_tasks(
     """``{(sweep, task): (answer, share)}`` for the capability tasks on which a sweep's
     unedited model gives one answer to :data:`CONSTANT_SHARE` or more of the logged items."""
     out = {}
-    for sweep, row in _unedited_rows(rows).items():
+    for sweep, row in unedited_rows(rows).items():
         for task in tasks:
             answers = task_answers(row, task)
             if answers:
@@ -148,17 +148,13 @@ def answers_table(rows: list[Checkpoint]) -> Table | None:
     """Per checkpoint and capability task, the share of logged items answered as the
     unedited model of the same sweep answered them (%); None without logged samples."""
     tasks = capability_tasks(rows)
-    base = _unedited_rows(rows)
+    base = unedited_rows(rows)
     reference = {(s, t): task_answers(r, t) for s, r in base.items() for t in tasks}
     if not any(reference.values()):
         return None
     body = []
     for row in rows:
-        cells = []
-        for task in tasks:
-            answers, unedited = task_answers(row, task), reference.get((row.sweep, task))
-            both = answers and unedited
-            cells.append(_pct(agreement(answers, unedited)) if both else None)
+        cells = [_pct(unchanged_share(row, task, base.get(row.sweep))) for task in tasks]
         body.append([row.editor, row.n_edits, *cells])
     header = ["editor", "#edits", *tasks]
     note = (
@@ -300,7 +296,7 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
     tasks = capability_tasks(rows)
     metrics = {task: primary_metric(rows, task) for task in tasks}
     success = success_metric(rows)
-    base = _unedited_rows(rows)
+    base = unedited_rows(rows)
     flagged = constant_answer_tasks(rows, tasks)
 
     def retained(row: Checkpoint) -> float | None:
