@@ -4,7 +4,9 @@ name, so spawned processes and submitit jobs can unpickle them.
 ``STAND_IN_LOG`` names a file every evaluation appends ``<pid> <editor>/<n_edits>`` to;
 ``STAND_IN_BARRIER=<n>`` makes each model load wait until ``n`` processes have loaded
 one (so work is really split); ``STAND_IN_DIE_AT=<editor>/<n>`` kills the process
-evaluating that checkpoint, as a crash or ``kill -9`` would."""
+evaluating that checkpoint, as a crash or ``kill -9`` would; ``STAND_IN_OUTLIVE=<editor>/<n>``
+makes the process evaluating that checkpoint wait until it is the only worker process
+alive, then log ``<pid> alone``."""
 
 from __future__ import annotations
 
@@ -61,11 +63,38 @@ def load(config: Any, editor: str) -> StandInLM:
     return StandInLM(editor)
 
 
+def _live_peers() -> list[int]:
+    """The other worker processes of this process's parent that have not exited."""
+    import psutil
+
+    live = []
+    for child in psutil.Process(os.getppid()).children():
+        try:
+            worker = "spawn_main" in " ".join(child.cmdline())
+            if worker and child.pid != os.getpid() and child.status() != psutil.STATUS_ZOMBIE:
+                live.append(child.pid)
+        except psutil.Error:  # exited meanwhile
+            continue
+    return live
+
+
+def _wait_to_be_alone(log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _live_peers():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker processes {_live_peers()} still alive after {timeout} s")
+        time.sleep(0.1)
+    with log.open("a") as handle:
+        handle.write(f"{os.getpid()} alone\n")
+
+
 def evaluate(lm: StandInLM, config: Any, task_manager: Any) -> dict[str, Any]:
     """Results in lm-eval's layout that depend only on the editor and the edit count."""
     key = f"{lm.editor}/{lm.n_applied}" if lm.n_applied else "unedited/0"
     if os.environ.get("STAND_IN_DIE_AT") == key:
         os._exit(9)
+    if os.environ.get("STAND_IN_OUTLIVE") == key:
+        _wait_to_be_alone(Path(os.environ["STAND_IN_LOG"]))
     if "STAND_IN_LOG" in os.environ:
         with open(os.environ["STAND_IN_LOG"], "a") as handle:
             handle.write(f"{os.getpid()} {key}\n")

@@ -143,6 +143,23 @@ def test_two_local_workers_give_the_study_of_one_process(tmp_path, monkeypatch):
     assert "| ft-l | 3 |" in markdown
 
 
+def test_a_worker_whose_run_ends_exits_while_another_works(tmp_path, monkeypatch):
+    """One editor for two workers: the worker left without one exits at once (handing its
+    memory back) instead of idling until the other finishes."""
+    log = tmp_path / "evals.log"
+    monkeypatch.setenv("STAND_IN_LOG", str(log))
+    monkeypatch.setenv("STAND_IN_OUTLIVE", "rome/2")
+    outcome = _workers(tmp_path / "sweep", partial(local_workers, n=2), editors=["rome"])
+    assert outcome.failures == []
+    assert [key for _, key in _evaluations(log)] == [
+        "unedited/0",
+        "rome/1",
+        "alone",
+        "rome/2",
+        "rome/3",
+    ]
+
+
 def test_submitit_jobs_give_the_study_of_one_process(tmp_path, monkeypatch):
     start = submitit_start({"cluster": "local", "timeout_min": "10"}, 2)
     _sweep_in_one_and_in_two(tmp_path, monkeypatch, start)

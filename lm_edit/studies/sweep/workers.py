@@ -102,13 +102,16 @@ def gpu_slots(device: str | None, n: int) -> list[str | None]:
 
 @contextmanager
 def local_workers(spec: WorkerSpec, n: int) -> Iterator[list[Job]]:
-    """Start ``n`` worker processes (one process each, never reused) for the block."""
+    """Start ``n`` worker processes (one process each, never reused) for the block; a
+    worker whose run ends exits then, handing back its memory while the others work on."""
     with ExitStack() as stack:
         jobs: list[Job] = []
         for gpu in gpu_slots(spec.config.device, n):
             pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-            jobs.append(pool.submit(run_worker, spec, gpu))
+            job = pool.submit(run_worker, spec, gpu)
+            job.add_done_callback(lambda _, pool=pool: pool.shutdown(wait=False))
+            jobs.append(job)
         yield jobs
 
 
