@@ -149,8 +149,7 @@ def answers_table(rows: list[Checkpoint]) -> Table | None:
     unedited model of the same sweep answered them (%); None without logged samples."""
     tasks = capability_tasks(rows)
     base = unedited_rows(rows)
-    reference = {(s, t): task_answers(r, t) for s, r in base.items() for t in tasks}
-    if not any(reference.values()):
+    if not any(task_answers(r, t) for r in base.values() for t in tasks):
         return None
     body = []
     for row in rows:

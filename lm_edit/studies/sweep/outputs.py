@@ -36,27 +36,26 @@ def read_samples(folder: Path, task: str) -> Iterator[dict[str, Any]] | None:
     study may keep it); None when neither is there (the sweep ran without
     ``--log_samples``). A line that is not JSON raises ``ValueError`` naming the file."""
     path = samples_file(folder, task)
-    packed = path.with_name(path.name + ".gz")
-    if path.is_file():
-        return _records(path, path.open(encoding="utf-8"))
-    if packed.is_file():
-        return _records(packed, gzip.open(packed, "rt", encoding="utf-8"))
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.is_file():
+            return _records(candidate)
     return None
 
 
-def _records(path: Path, lines: Any) -> Iterator[dict[str, Any]]:
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
     number = 0
-    with lines:
-        try:
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
             for line in lines:
                 number += 1
                 if line.strip():
                     yield json.loads(line)
-        except (json.JSONDecodeError, OSError, EOFError) as error:
-            raise ValueError(
-                f"{path}: unreadable logged samples (line {number}: {error}); "
-                "run the checkpoint again or delete the file to report without it"
-            ) from error
+    except (json.JSONDecodeError, OSError, EOFError) as error:
+        raise ValueError(
+            f"{path}: unreadable logged samples (line {number}: {error}); "
+            "run the checkpoint again or delete the file to report without it"
+        ) from error
 
 
 def write_checkpoint(folder: Path, output: dict[str, Any], extra: dict[str, Any]) -> list[Path]:
