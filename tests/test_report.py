@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from lm_edit.studies.report.build import write_report
+from lm_edit.studies.report.leaderboard import leaderboard
 from lm_edit.studies.report.load import load_sweeps, metric_stderrs, numeric_metrics
 from lm_edit.studies.report.plots import edit_curve_metrics
-from lm_edit.studies.report.tables import damage_table, edit_success_tables, edit_table, leaderboard
+from lm_edit.studies.report.tables import damage_table, edit_success_tables, edit_table
 
 # (editor, n_edits): (cap_a acc, cap_b exact_match, reliability, individual reliability)
 SCORES = {

@@ -14,9 +14,10 @@ import pytest
 
 from lm_edit.studies.report.answers import item_answer, leaf_tasks, read_answers
 from lm_edit.studies.report.build import write_report
+from lm_edit.studies.report.leaderboard import leaderboard
 from lm_edit.studies.report.load import load_sweeps
 from lm_edit.studies.report.plots import damage_panels
-from lm_edit.studies.report.tables import answers_table, damage_table, leaderboard
+from lm_edit.studies.report.tables import answers_table, damage_table
 from tests.test_report import make_sweep
 
 ITEMS = 20
@@ -42,11 +43,12 @@ def _log(root: Path, folder: str, choices: list[int], texts: list[str]) -> None:
     _write(root / folder, "cap_b", [_generation_record(i, t) for i, t in enumerate(texts)])
 
 
-def _logged(root: Path) -> Path:
-    """The synthetic sweep of ``test_report``, with samples: the unedited model picks
-    choice 0 on 19 of cap_a's 20 items and answers cap_b's items variously; ROME at 10
-    edits changes 5 of cap_a's answers and 10 of cap_b's."""
-    make_sweep(root)
+def _logged(root: Path, scores: dict | None = None) -> Path:
+    """The synthetic sweep of ``test_report`` (``scores``, default its SCORES), with
+    samples: the unedited model picks choice 0 on 19 of cap_a's 20 items and answers
+    cap_b's items variously; ROME at 10 edits changes 5 of cap_a's answers and 10 of
+    cap_b's."""
+    make_sweep(root, scores)
     unedited_choices = [0] * (ITEMS - 1) + [2]
     unedited_texts = [f"answer {i % 7}" for i in range(ITEMS)]
     for folder in ("unedited", "rome/edits_0001", "memit/edits_0001", "memit/edits_0010"):

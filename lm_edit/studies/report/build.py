@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lm_edit.atomic import save_text
+from lm_edit.studies.report.leaderboard import leaderboard
 from lm_edit.studies.report.load import load_sweeps
 from lm_edit.studies.report.plots import (
     damage_curves,
@@ -20,7 +21,6 @@ from lm_edit.studies.report.tables import (
     drift_table,
     edit_success_tables,
     edit_table,
-    leaderboard,
 )
 
 TITLE = "Sequential-editing study"

@@ -30,6 +30,8 @@ class Checkpoint:
     groups: dict[str, list[str]] = field(default_factory=dict)
     answers: dict[str, Any] = field(default_factory=dict, repr=False)
     """Logged answers per capability task, filled on first use (``report.answers``)."""
+    stderrs: dict[str, dict[str, float]] = field(default_factory=dict)
+    """lm-eval's standard error per task and metric, where it reports one."""
 
     @property
     def label(self) -> str:
@@ -113,6 +115,7 @@ def load_sweep(folder: Path) -> list[Checkpoint]:
                 results.get("lm_edit_sweep", {}).get("drift_per_matrix", []),
                 (folder / entry["results"]).parent,
                 results.get("group_subtasks", {}),
+                stderrs={t: metric_stderrs(r) for t, r in results["results"].items()},
             )
         )
     return rows

@@ -28,8 +28,14 @@ def _is_unedited(row: Checkpoint) -> bool:
 
 
 def _panels(
-    path: Path, title: str, panels: list[tuple[str, Value]], rows: list[Checkpoint]
+    path: Path,
+    title: str,
+    panels: list[tuple[str, Value]],
+    rows: list[Checkpoint],
+    bands: dict[str, Value] | None = None,
 ) -> Path:
+    """Draw ``panels`` against #edits; ``bands`` maps a panel's name to a standard error,
+    drawn as a band of one standard error around the unedited model's line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,6 +57,11 @@ def _panels(
         for row in rows:
             if _is_unedited(row) and value(row) is not None:
                 ax.axhline(value(row), color="grey", linestyle="--", label=row.editor)
+                spread = (bands or {}).get(name, lambda _: None)(row)
+                if spread:
+                    low, high = value(row) - spread, value(row) + spread
+                    label = f"{row.editor} ± 1 stderr"
+                    ax.axhspan(low, high, color="grey", alpha=0.15, label=label)
         ax.set_xscale("log")
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
@@ -75,6 +86,13 @@ def _panels(
 def _score(task: str, metric: str) -> Value:
     def value(row: Checkpoint) -> float | None:
         return row.scores.get(task, {}).get(metric)
+
+    return value
+
+
+def _stderr(task: str, metric: str) -> Value:
+    def value(row: Checkpoint) -> float | None:
+        return row.stderrs.get(task, {}).get(metric)
 
     return value
 
@@ -118,9 +136,15 @@ def damage_panels(rows: list[Checkpoint]) -> list[tuple[str, Value]]:
 
 
 def damage_curves(rows: list[Checkpoint], path: Path) -> Path | None:
-    """The :func:`damage_panels` against #edits."""
+    """The :func:`damage_panels` against #edits, each task's score with a band of the
+    unedited model's standard error (where lm-eval reports one)."""
     panels = damage_panels(rows)
-    return _panels(path, "Capability vs. sequential edits", panels, rows) if panels else None
+    if not panels:
+        return None
+    tasks = capability_tasks(rows)
+    metrics = {t: primary_metric(rows, t) for t in tasks}
+    bands = {f"{t} ({metrics[t]})": _stderr(t, metrics[t]) for t in tasks}
+    return _panels(path, "Capability vs. sequential edits", panels, rows, bands)
 
 
 def edit_curve_metrics(rows: list[Checkpoint]) -> list[tuple[str, str]]:

@@ -8,8 +8,7 @@
 * drift table: parameter drift, language modelling, edit time and memory;
 * answers table (when the sweep logged samples): per capability task, the share of items
   answered as the unedited model answered them;
-* leaderboard: editors ranked by capability retained at one #edits, leaving out the
-  capability tasks the unedited model answers the same way (they cannot show damage).
+* the leaderboard is in :mod:`lm_edit.studies.report.leaderboard`.
 """
 
 from __future__ import annotations
@@ -82,12 +81,14 @@ def capability_scores(row: Checkpoint, tasks: list[str], metrics: dict[str, str]
     return [row.scores.get(task, {}).get(metrics[task]) for task in tasks]
 
 
-def _avg(values: list) -> float | None:
+def average(values: list) -> float | None:
+    """Mean of the values that are present; None if none is."""
     present = [v for v in values if v is not None]
     return mean(present) if present else None
 
 
-def _pct(value: float | None) -> float | None:
+def percent(value: float | None) -> float | None:
+    """A fraction as a percentage (None stays None)."""
     return None if value is None else 100 * value
 
 
@@ -99,7 +100,7 @@ def damage_table(rows: list[Checkpoint]) -> Table:
     body = []
     for row in rows:
         scores = capability_scores(row, tasks, metrics)
-        body.append([row.editor, row.n_edits, *map(_pct, scores), _pct(_avg(scores))])
+        body.append([row.editor, row.n_edits, *map(percent, scores), percent(average(scores))])
     note = constant_answer_note(constant_answer_tasks(rows, tasks))
     return Table("Capability after sequential edits (%)", header, body, note)
 
@@ -153,7 +154,7 @@ def answers_table(rows: list[Checkpoint]) -> Table | None:
         return None
     body = []
     for row in rows:
-        cells = [_pct(unchanged_share(row, task, base.get(row.sweep))) for task in tasks]
+        cells = [percent(unchanged_share(row, task, base.get(row.sweep))) for task in tasks]
         body.append([row.editor, row.n_edits, *cells])
     header = ["editor", "#edits", *tasks]
     note = (
@@ -211,7 +212,7 @@ def edit_success_tables(rows: list[Checkpoint]) -> list[Table]:
                 header.append(f"{kind} (individual)")
                 metrics.append(individual)
         body = [
-            [row.editor, row.n_edits, *[_pct(row.scores.get(task, {}).get(m)) for m in metrics]]
+            [row.editor, row.n_edits, *[percent(row.scores.get(task, {}).get(m)) for m in metrics]]
             for row in rows
             if row.scores.get(task)
         ]
@@ -227,7 +228,7 @@ def edit_table(rows: list[Checkpoint]) -> Table:
     columns = edit_metric_columns(rows)
     header = ["editor", "#edits", *[f"{task} {metric}" for task, metric in columns]]
     body = [
-        [row.editor, row.n_edits, *[_pct(row.scores.get(t, {}).get(m)) for t, m in columns]]
+        [row.editor, row.n_edits, *[percent(row.scores.get(t, {}).get(m)) for t, m in columns]]
         for row in rows
     ]
     return Table("All editing metrics (%)", header, body, SEQUENTIAL_NOTE)
@@ -267,88 +268,3 @@ def drift_table(rows: list[Checkpoint]) -> Table:
             ]
         )
     return Table("Parameter drift, language modelling and cost", header, body)
-
-
-def success_metric(rows: list[Checkpoint]) -> tuple[str, str] | None:
-    """The (task, metric) shown as edit success: the first reliability-type metric."""
-    columns = [c for c in edit_metric_columns(rows) if "individual" not in c[1]]
-    return columns[0] if columns else None
-
-
-def default_at(rows: list[Checkpoint]) -> int:
-    """The largest #edits reached by every editor (else the largest reached by any)."""
-    edited = [r for r in rows if r.editor.split(" ")[0] != UNEDITED]
-    if not edited:
-        return 0
-    per_editor: dict[str, set[int]] = {}
-    for row in edited:
-        per_editor.setdefault(row.editor, set()).add(row.n_edits)
-    common = set.intersection(*per_editor.values())
-    return max(common) if common else max(r.n_edits for r in edited)
-
-
-def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
-    """Editors ranked by capability retained at ``at`` edits (mean over tasks of score /
-    unedited score), then by edit success (the ranking of a study without capability
-    tasks); the unedited model is the first row."""
-    at = default_at(rows) if at is None else at
-    tasks = capability_tasks(rows)
-    metrics = {task: primary_metric(rows, task) for task in tasks}
-    success = success_metric(rows)
-    base = unedited_rows(rows)
-    flagged = constant_answer_tasks(rows, tasks)
-
-    def retained(row: Checkpoint) -> float | None:
-        reference = base.get(row.sweep)
-        if reference is None:
-            return None
-        kept = [t for t in tasks if (row.sweep, t) not in flagged]
-        pairs = zip(
-            capability_scores(row, kept, metrics),
-            capability_scores(reference, kept, metrics),
-            strict=True,
-        )
-        return _pct(_avg([s / b for s, b in pairs if s is not None and b]))
-
-    def succeeded(row: Checkpoint) -> float | None:
-        return None if success is None else _pct(row.scores.get(success[0], {}).get(success[1]))
-
-    candidates = [r for r in rows if r.n_edits == at and r.editor.split(" ")[0] != UNEDITED]
-
-    def order(row: Checkpoint) -> tuple[float, float]:
-        """Capability retained first (missing last), then edit success."""
-        kept, won = retained(row), succeeded(row)
-        return (
-            -kept if kept is not None else float("inf"),
-            -won if won is not None else float("inf"),
-        )
-
-    candidates.sort(key=order)
-    header = ["rank", "editor", "#edits", "capability retained (%)", "capability avg (%)"]
-    header.append(f"edit success: {success[0]} {success[1]} (%)" if success else "edit success")
-    ranked = [
-        [
-            "-" if row.editor.split(" ")[0] == UNEDITED else str(i),
-            row.editor,
-            row.n_edits,
-            retained(row),
-            _pct(_avg(capability_scores(row, tasks, metrics))),
-            succeeded(row),
-        ]
-        for i, row in enumerate([*base.values(), *candidates], start=1 - len(base))
-    ]
-    note = (
-        f"Ranked at {at} edits by capability retained, then by edit success. Capability "
-        "retained: mean over the capability tasks of the editor's score divided by the "
-        "unedited model's score on the same task"
-    )
-    if flagged:
-        note += ", leaving out the tasks named next. " + constant_answer_note(flagged)
-    elif tasks:
-        note += (
-            ". Whether each capability task can show damage is checked when the sweep "
-            "logs samples (`--log_samples`)."
-        )
-    else:
-        note += "."
-    return Table(f"Leaderboard at {at} edits", header, ranked, note)

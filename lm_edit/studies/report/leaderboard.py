@@ -1,0 +1,192 @@
+"""The report's leaderboard: editors ranked at one #edits by capability retained.
+
+Capability retained is the mean over capability tasks of the editor's score divided by
+the unedited model's, leaving out the tasks the unedited model answers the same way
+(they cannot show damage). Two editors whose capability retained differs by less than
+their combined standard error (from lm-eval's stderr of each score) are tied: a group
+starts at the best-ranked editor not yet placed and takes every editor within that
+distance of it. Tied editors are ordered by the share of answers they left unchanged
+from the unedited model (when the sweep logged samples), then by edit success.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lm_edit.studies.report.answers import unchanged_share
+from lm_edit.studies.report.load import Checkpoint
+from lm_edit.studies.report.tables import (
+    Table,
+    average,
+    capability_scores,
+    capability_tasks,
+    constant_answer_note,
+    constant_answer_tasks,
+    edit_metric_columns,
+    percent,
+    primary_metric,
+    unedited_rows,
+)
+from lm_edit.studies.sweep.manifest import UNEDITED
+
+
+@dataclass
+class Standing:
+    """One editor's figures at the leaderboard's #edits (fractions, None where unknown)."""
+
+    row: Checkpoint
+    retained: float | None
+    retained_stderr: float | None
+    unchanged: float | None
+    success: float | None
+
+
+def success_metric(rows: list[Checkpoint]) -> tuple[str, str] | None:
+    """The (task, metric) shown as edit success: the first reliability-type metric."""
+    columns = [c for c in edit_metric_columns(rows) if "individual" not in c[1]]
+    return columns[0] if columns else None
+
+
+def default_at(rows: list[Checkpoint]) -> int:
+    """The largest #edits reached by every editor (else the largest reached by any)."""
+    edited = [r for r in rows if not _is_unedited(r)]
+    if not edited:
+        return 0
+    per_editor: dict[str, set[int]] = {}
+    for row in edited:
+        per_editor.setdefault(row.editor, set()).add(row.n_edits)
+    common = set.intersection(*per_editor.values())
+    return max(common) if common else max(r.n_edits for r in edited)
+
+
+def _is_unedited(row: Checkpoint) -> bool:
+    return row.editor.split(" ")[0] == UNEDITED
+
+
+def retained_with_stderr(
+    row: Checkpoint, reference: Checkpoint, tasks: list[str], metrics: dict[str, str]
+) -> tuple[float | None, float | None]:
+    """Mean of score / unedited score over ``tasks``, and its standard error from the
+    row's own stderrs (None unless every counted task reports one; the unedited score
+    is the same for every editor, so its error does not separate them)."""
+    ratios, variances = [], []
+    for task in tasks:
+        metric = metrics[task]
+        score = row.scores.get(task, {}).get(metric)
+        base = reference.scores.get(task, {}).get(metric)
+        if score is None or not base:
+            continue
+        ratios.append(score / base)
+        stderr = row.stderrs.get(task, {}).get(metric)
+        variances.append(None if stderr is None else (stderr / base) ** 2)
+    if not ratios:
+        return None, None
+    known = None not in variances
+    return sum(ratios) / len(ratios), math.sqrt(sum(variances)) / len(ratios) if known else None
+
+
+def tied(leader: Standing, other: Standing) -> bool:
+    """Capability retained within one combined standard error of each other."""
+    if None in (leader.retained, other.retained, leader.retained_stderr, other.retained_stderr):
+        return False
+    return abs(leader.retained - other.retained) <= math.hypot(
+        leader.retained_stderr, other.retained_stderr
+    )
+
+
+def _descending(value: float | None) -> float:
+    return -value if value is not None else math.inf
+
+
+def _within_a_tie(item: Standing) -> tuple[float, float, float]:
+    return (_descending(item.unchanged), _descending(item.success), _descending(item.retained))
+
+
+def rank(standings: list[Standing]) -> list[list[Standing]]:
+    """Tie groups in rank order; within a group, most answers unchanged first, then
+    best edit success."""
+    pending = sorted(standings, key=lambda s: (_descending(s.retained), _descending(s.success)))
+    groups = []
+    while pending:
+        leader = pending[0]
+        group = [s for s in pending if s is leader or tied(leader, s)]
+        pending = [s for s in pending if s not in group]
+        group.sort(key=_within_a_tie)
+        groups.append(group)
+    return groups
+
+
+def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
+    """Editors ranked at ``at`` edits (default: :func:`default_at`) by capability
+    retained, ties broken as the module says; without capability tasks, by edit success.
+    The unedited model is the first row."""
+    at = default_at(rows) if at is None else at
+    tasks = capability_tasks(rows)
+    metrics = {task: primary_metric(rows, task) for task in tasks}
+    success = success_metric(rows)
+    base = unedited_rows(rows)
+    flagged = constant_answer_tasks(rows, tasks)
+
+    def standing(row: Checkpoint) -> Standing:
+        reference = base.get(row.sweep)
+        kept = [t for t in tasks if (row.sweep, t) not in flagged]
+        retained, stderr = (
+            retained_with_stderr(row, reference, kept, metrics) if reference else (None, None)
+        )
+        shares = [unchanged_share(row, task, reference) for task in tasks]
+        won = None if success is None else row.scores.get(success[0], {}).get(success[1])
+        return Standing(row, retained, stderr, average(shares), won)
+
+    candidates = [standing(r) for r in rows if r.n_edits == at and not _is_unedited(r)]
+    groups = rank(candidates)
+    logged = any(s.unchanged is not None for s in candidates)
+    header = ["rank", "editor", "#edits", "capability retained (%)", "capability avg (%)"]
+    header += ["answers unchanged (%)"] if logged else []
+    header.append(f"edit success: {success[0]} {success[1]} (%)" if success else "edit success")
+
+    def line(label: str, item: Standing) -> list[object]:
+        cells = [label, item.row.editor, item.row.n_edits, percent(item.retained)]
+        cells.append(percent(average(capability_scores(item.row, tasks, metrics))))
+        cells += [percent(item.unchanged)] if logged else []
+        return [*cells, percent(item.success)]
+
+    body = [line("-", standing(row)) for row in base.values()]
+    ordered = [item for group in groups for item in group]
+    body += [line(str(i), item) for i, item in enumerate(ordered, start=1)]
+    note = _note(at, tasks, flagged, [g for g in groups if len(g) > 1], logged)
+    return Table(f"Leaderboard at {at} edits", header, body, note)
+
+
+def _note(
+    at: int,
+    tasks: list[str],
+    flagged: dict[tuple[str, str], tuple[str, float]],
+    ties: list[list[Standing]],
+    logged: bool,
+) -> str:
+    """How the leaderboard ranked, which tasks it left out, and which editors it tied."""
+    then = "answers unchanged, then by edit success" if logged else "edit success"
+    note = (
+        f"Ranked at {at} edits by capability retained: mean over the capability tasks of "
+        "the editor's score divided by the unedited model's score on the same task"
+    )
+    if flagged:
+        note += ", leaving out the tasks named next. " + constant_answer_note(flagged)
+    elif tasks:
+        note += (
+            ". Whether each capability task can show damage is checked when the sweep "
+            "logs samples (`--log_samples`)."
+        )
+    else:
+        return note + " (no capability tasks here: ranked by edit success)."
+    note += (
+        " Editors whose capability retained differs by less than one combined standard "
+        f"error (from lm-eval's stderr of each score) are tied and ordered by {then}"
+    )
+    if ties:
+        named = "; ".join(", ".join(s.row.editor for s in group) for group in ties)
+        note += f"; tied here: {named}."
+    else:
+        note += "; none is tied here."
+    return note
