@@ -31,9 +31,10 @@ from lm_edit.studies.report.tables import (
 from lm_edit.studies.sweep.manifest import UNEDITED
 
 
-@dataclass
+@dataclass(eq=False)
 class Standing:
-    """One editor's figures at the leaderboard's #edits (fractions, None where unknown)."""
+    """One editor's figures at the leaderboard's #edits (fractions, None where unknown);
+    compared by identity."""
 
     row: Checkpoint
     retained: float | None
