@@ -4,6 +4,7 @@ every numeric metric in each results JSON is kept."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,4 +137,13 @@ def load_sweeps(folders: list[Path]) -> list[Checkpoint]:
                 row.editor = f"{row.editor} ({row.sweep})"
             out.append(row)
     order = {UNEDITED: 0}
-    return sorted(out, key=lambda r: (order.get(r.editor.split(" ")[0], 1), r.editor, r.n_edits))
+    return sorted(
+        out, key=lambda r: (order.get(r.editor.split(" ")[0], 1), natural_key(r.editor), r.n_edits)
+    )
+
+
+def natural_key(name: str) -> tuple[tuple[int, float, str], ...]:
+    """Sort key that orders the numbers inside a name by value (``grace-eps=3`` before
+    ``grace-eps=10``), the rest as text."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", name)
+    return tuple((1, float(part), "") if i % 2 else (0, 0.0, part) for i, part in enumerate(parts))
