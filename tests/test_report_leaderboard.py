@@ -1,7 +1,8 @@
-"""The leaderboard ties editors whose capability retained lies within one combined
-standard error of each other, and orders tied editors by the answers they left
-unchanged (when samples are logged), then by edit success; the damage curves draw the
-unedited model's standard error beside the scores."""
+"""The leaderboard counts an editor whose capability retained lies within one standard
+error of 100% as having kept its capability, and orders such editors by the answers they
+left unchanged (when samples are logged), then by edit success; an editor above or below
+ranks before or after them. The damage curves draw the unedited model's standard error
+beside the scores."""
 
 from __future__ import annotations
 
@@ -42,17 +43,33 @@ def test_within_the_standard_error_fewer_changed_answers_rank_first(tmp_path):
     assert board.header[5] == "answers unchanged (%)"
     assert rome[3] == pytest.approx(110.0) and memit[3] == pytest.approx(100.0)
     assert rome[5] == pytest.approx(62.5) and memit[5] == pytest.approx(100.0)
-    assert "tied here: memit, rome" in board.note
+    assert "Here kept: memit, rome." in board.note
+
+
+def test_a_chance_rise_does_not_rank_above_an_editor_that_kept_the_answers(tmp_path):
+    # ROME 125% and MEMIT 90% of cap_b, each within one standard error of 100% but not
+    # of each other: both kept their capability, and MEMIT changed no answer.
+    scores = {
+        **SCORES,
+        ("rome", 10): (0.25, 0.50, 0.60, 0.90),
+        ("memit", 10): (0.45, 0.36, 0.80, 0.95),
+    }
+    root = _set_stderr(_logged(tmp_path / "s", scores), 0.08)
+    assert _order(root) == ["unedited", "memit", "rome"]
 
 
 def test_beyond_the_standard_error_capability_retained_decides(tmp_path):
     root = _set_stderr(_logged(tmp_path / "s", AHEAD_ON_ACCURACY), 0.01)
     assert _order(root) == ["unedited", "rome", "memit"]
-    assert "none is tied here" in leaderboard(load_sweeps([root])).note
+    assert "Here gained: rome; kept: memit." in leaderboard(load_sweeps([root])).note
+    below = {**SCORES, ("rome", 10): (0.25, 0.30, 0.60, 0.90)}
+    root = _set_stderr(_logged(tmp_path / "lost", below), 0.01)
+    assert _order(root) == ["unedited", "memit", "rome"]
+    assert "Here kept: memit; lost: rome." in leaderboard(load_sweeps([root])).note
 
 
-def test_without_samples_tied_editors_are_ordered_by_edit_success(tmp_path):
-    # retained: ROME (0.90 + 1.10) / 2 = 1.00 above MEMIT's 0.95, each +- 0.08
+def test_without_samples_kept_editors_are_ordered_by_edit_success(tmp_path):
+    # retained: ROME (0.90 + 1.10) / 2 = 1.00, MEMIT 0.95, both within a standard error of 1
     scores = {
         **SCORES,
         ("rome", 10): (0.45, 0.44, 0.60, 0.90),
@@ -62,16 +79,16 @@ def test_without_samples_tied_editors_are_ordered_by_edit_success(tmp_path):
     board = leaderboard(load_sweeps([root]))
     assert [row[1] for row in board.rows] == ["unedited", "memit", "rome"]
     assert "answers unchanged (%)" not in board.header
-    assert "ordered by edit success; tied here: memit, rome" in board.note
+    assert "ordered by edit success" in board.note and "Here kept: memit, rome." in board.note
 
 
-def test_without_a_standard_error_for_every_task_nothing_is_tied(tmp_path):
+def test_without_a_standard_error_for_every_task_capability_retained_decides(tmp_path):
     # make_sweep reports no stderr for cap_b
     scores = {**SCORES, ("rome", 10): (0.50, 0.42, 0.60, 0.90)}
     assert _order(make_sweep(tmp_path / "s", scores)) == ["unedited", "rome", "memit"]
 
 
-def test_the_retained_standard_error_scales_with_the_unedited_score(tmp_path):
+def test_the_retained_standard_error_counts_both_scores_errors(tmp_path):
     rows = load_sweeps([_set_stderr(make_sweep(tmp_path / "s"), 0.04)])
     by_key = {(r.editor, r.n_edits): r for r in rows}
     metrics = {"cap_a": "acc", "cap_b": "exact_match,strict"}
@@ -79,7 +96,9 @@ def test_the_retained_standard_error_scales_with_the_unedited_score(tmp_path):
         by_key[("rome", 10)], by_key[("unedited", 0)], ["cap_a", "cap_b"], metrics
     )
     assert retained == pytest.approx((0.25 / 0.5 + 0.20 / 0.4) / 2)
-    assert stderr == pytest.approx(((0.04 / 0.5) ** 2 + (0.04 / 0.4) ** 2) ** 0.5 / 2)
+    variance_a = (0.04 / 0.5) ** 2 + (0.25 * 0.04 / 0.5**2) ** 2
+    variance_b = (0.04 / 0.4) ** 2 + (0.20 * 0.04 / 0.4**2) ** 2
+    assert stderr == pytest.approx((variance_a + variance_b) ** 0.5 / 2)
 
 
 def test_the_damage_curves_band_the_unedited_standard_error(tmp_path, monkeypatch):

@@ -2,11 +2,13 @@
 
 Capability retained is the mean over capability tasks of the editor's score divided by
 the unedited model's, leaving out the tasks the unedited model answers the same way
-(they cannot show damage). Two editors whose capability retained differs by less than
-their combined standard error (from lm-eval's stderr of each score) are tied: a group
-starts at the best-ranked editor not yet placed and takes every editor within that
-distance of it. Tied editors are ordered by the share of answers they left unchanged
-from the unedited model (when the sweep logged samples), then by edit success.
+(they cannot show damage). Its standard error comes from lm-eval's stderr of the
+editor's and the unedited model's scores. An editor whose capability retained lies
+within one standard error of 100% kept its capability: such editors rank after any that
+gained and before any that lost, and among themselves by the share of answers they left
+unchanged from the unedited model (when the sweep logged samples), then by edit success,
+so an accuracy that moved by chance does not decide the order. Editors that gained or
+lost are ranked by capability retained.
 """
 
 from __future__ import annotations
@@ -68,9 +70,8 @@ def _is_unedited(row: Checkpoint) -> bool:
 def retained_with_stderr(
     row: Checkpoint, reference: Checkpoint, tasks: list[str], metrics: dict[str, str]
 ) -> tuple[float | None, float | None]:
-    """Mean of score / unedited score over ``tasks``, and its standard error from the
-    row's own stderrs (None unless every counted task reports one; the unedited score
-    is the same for every editor, so its error does not separate them)."""
+    """Mean of score / unedited score over ``tasks``, and its standard error from both
+    scores' stderrs (None unless every counted task reports both)."""
     ratios, variances = [], []
     for task in tasks:
         metric = metrics[task]
@@ -80,47 +81,55 @@ def retained_with_stderr(
             continue
         ratios.append(score / base)
         stderr = row.stderrs.get(task, {}).get(metric)
-        variances.append(None if stderr is None else (stderr / base) ** 2)
+        base_stderr = reference.stderrs.get(task, {}).get(metric)
+        if stderr is None or base_stderr is None:
+            variances.append(None)
+        else:
+            variances.append((stderr / base) ** 2 + (score * base_stderr / base**2) ** 2)
     if not ratios:
         return None, None
     known = None not in variances
     return sum(ratios) / len(ratios), math.sqrt(sum(variances)) / len(ratios) if known else None
 
 
-def tied(leader: Standing, other: Standing) -> bool:
-    """Capability retained within one combined standard error of each other."""
-    if None in (leader.retained, other.retained, leader.retained_stderr, other.retained_stderr):
-        return False
-    return abs(leader.retained - other.retained) <= math.hypot(
-        leader.retained_stderr, other.retained_stderr
-    )
+GAINED, KEPT, LOST, UNKNOWN = "gained", "kept", "lost", "unknown"
+TIERS = (GAINED, KEPT, LOST, UNKNOWN)
+
+
+def tier(item: Standing) -> str:
+    """Whether the editor's capability retained lies above, within or below one standard
+    error of 100% (exactly 100% counts as kept when there is no standard error)."""
+    if item.retained is None:
+        return UNKNOWN
+    spread = item.retained_stderr or 0.0
+    if item.retained - spread > 1.0:
+        return GAINED
+    if item.retained + spread < 1.0:
+        return LOST
+    return KEPT
 
 
 def _descending(value: float | None) -> float:
     return -value if value is not None else math.inf
 
 
-def _within_a_tie(item: Standing) -> tuple[float, float, float]:
-    return (_descending(item.unchanged), _descending(item.success), _descending(item.retained))
+def _order_in(name: str, item: Standing) -> tuple[float, ...]:
+    if name == KEPT:
+        return (_descending(item.unchanged), _descending(item.success), _descending(item.retained))
+    return (_descending(item.retained), _descending(item.success))
 
 
-def rank(standings: list[Standing]) -> list[list[Standing]]:
-    """Tie groups in rank order; within a group, most answers unchanged first, then
-    best edit success."""
-    pending = sorted(standings, key=lambda s: (_descending(s.retained), _descending(s.success)))
-    groups = []
-    while pending:
-        leader = pending[0]
-        group = [s for s in pending if s is leader or tied(leader, s)]
-        pending = [s for s in pending if s not in group]
-        group.sort(key=_within_a_tie)
-        groups.append(group)
-    return groups
+def rank(standings: list[Standing]) -> dict[str, list[Standing]]:
+    """The standings per tier, each in rank order (the tiers rank in :data:`TIERS` order)."""
+    return {
+        name: sorted((s for s in standings if tier(s) == name), key=lambda s: _order_in(name, s))
+        for name in TIERS
+    }
 
 
 def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
     """Editors ranked at ``at`` edits (default: :func:`default_at`) by capability
-    retained, ties broken as the module says; without capability tasks, by edit success.
+    retained, in the tiers the module describes; without capability tasks, by edit success.
     The unedited model is the first row."""
     at = default_at(rows) if at is None else at
     tasks = capability_tasks(rows)
@@ -140,7 +149,7 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
         return Standing(row, retained, stderr, average(shares), won)
 
     candidates = [standing(r) for r in rows if r.n_edits == at and not _is_unedited(r)]
-    groups = rank(candidates)
+    tiers = rank(candidates)
     logged = any(s.unchanged is not None for s in candidates)
     header = ["rank", "editor", "#edits", "capability retained (%)", "capability avg (%)"]
     header += ["answers unchanged (%)"] if logged else []
@@ -153,9 +162,9 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
         return [*cells, percent(item.success)]
 
     body = [line("-", standing(row)) for row in base.values()]
-    ordered = [item for group in groups for item in group]
+    ordered = [item for name in TIERS for item in tiers[name]]
     body += [line(str(i), item) for i, item in enumerate(ordered, start=1)]
-    note = _note(at, tasks, flagged, [g for g in groups if len(g) > 1], logged)
+    note = _note(at, tasks, flagged, tiers, logged)
     return Table(f"Leaderboard at {at} edits", header, body, note)
 
 
@@ -163,11 +172,11 @@ def _note(
     at: int,
     tasks: list[str],
     flagged: dict[tuple[str, str], tuple[str, float]],
-    ties: list[list[Standing]],
+    tiers: dict[str, list[Standing]],
     logged: bool,
 ) -> str:
-    """How the leaderboard ranked, which tasks it left out, and which editors it tied."""
-    then = "answers unchanged, then by edit success" if logged else "edit success"
+    """How the leaderboard ranked, which tasks it left out, and which editors kept their
+    capability within the standard error."""
     note = (
         f"Ranked at {at} edits by capability retained: mean over the capability tasks of "
         "the editor's score divided by the unedited model's score on the same task"
@@ -181,13 +190,15 @@ def _note(
         )
     else:
         return note + " (no capability tasks here: ranked by edit success)."
+    then = "answers unchanged, then by edit success" if logged else "edit success"
     note += (
-        " Editors whose capability retained differs by less than one combined standard "
-        f"error (from lm-eval's stderr of each score) are tied and ordered by {then}"
+        " Editors within one standard error of 100% (from lm-eval's stderr of the editor's "
+        "and the unedited model's scores) kept their capability and are ordered by "
+        f"{then}; editors above or below rank before or after them, by capability retained."
     )
-    if ties:
-        named = "; ".join(", ".join(s.row.editor for s in group) for group in ties)
-        note += f"; tied here: {named}."
-    else:
-        note += "; none is tied here."
-    return note
+    named = [
+        f"{name}: {', '.join(s.row.editor for s in tiers[name])}"
+        for name in (GAINED, KEPT, LOST)
+        if tiers[name]
+    ]
+    return note + (f" Here {'; '.join(named)}." if named else "")
