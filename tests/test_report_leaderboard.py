@@ -13,8 +13,9 @@ import pytest
 
 from lm_edit.studies.report.leaderboard import leaderboard, retained_with_stderr
 from lm_edit.studies.report.load import load_sweeps
+from lm_edit.studies.report.tables import answers_table
 from tests.test_report import SCORES, make_sweep
-from tests.test_report_answers import _logged
+from tests.test_report_answers import ITEMS, _log, _logged
 
 # ROME at 10 edits scores above MEMIT on cap_b (the task that counts: cap_a's unedited
 # answers are constant) but changes half of its answers, MEMIT none.
@@ -118,3 +119,19 @@ def test_the_damage_curves_band_the_unedited_standard_error(tmp_path, monkeypatc
     assert damage_curves(rows, tmp_path / "damage.png").is_file()
     # cap_a (0.50) and cap_b (0.40) each get one band; the average panel none
     assert spans == [pytest.approx((0.45, 0.55)), pytest.approx((0.35, 0.45))]
+
+
+def test_answers_collapsed_to_one_lose_capability_whatever_the_score(tmp_path):
+    # MEMIT at 10 edits keeps its scores (100% retained) but answers every cap_b item
+    # the same way, which the unedited model does not.
+    root = _set_stderr(_logged(tmp_path / "s"), 0.05)
+    _log(root, "memit/edits_0010", [0] * ITEMS, ["same"] * ITEMS)
+    rows = load_sweeps([root])
+    board = leaderboard(rows)
+    # both lost, so ranked by capability retained: MEMIT 100%, ROME 50%
+    assert [row[1] for row in board.rows] == ["unedited", "memit", "rome"]
+    assert "Here lost: memit (collapsed on cap_b), rome." in board.note
+    answers = answers_table(rows)
+    assert answers is not None
+    assert "memit at 10 edits on cap_b (answer 'same' to 100% of its items)" in answers.note
+    assert "on cap_a" not in answers.note.split("Collapsed")[1]

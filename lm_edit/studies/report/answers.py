@@ -91,3 +91,13 @@ def unchanged_share(row: Checkpoint, task: str, unedited: Checkpoint | None) -> 
         return None
     answers, reference = task_answers(row, task), task_answers(unedited, task)
     return agreement(answers, reference) if answers and reference else None
+
+
+def constant_answer(row: Checkpoint, task: str) -> tuple[str, float] | None:
+    """``(answer, share)`` when the checkpoint gives one answer to :data:`CONSTANT_SHARE`
+    or more of ``task``'s logged items, else None (also without samples)."""
+    answers = task_answers(row, task)
+    if not answers:
+        return None
+    answer, share = most_common_share(answers)
+    return (answer, share) if share >= CONSTANT_SHARE else None

@@ -8,7 +8,10 @@ within one standard error of 100% kept its capability: such editors rank after a
 gained and before any that lost, and among themselves by the share of answers they left
 unchanged from the unedited model (when the sweep logged samples), then by edit success,
 so an accuracy that moved by chance does not decide the order. Editors that gained or
-lost are ranked by capability retained.
+lost are ranked by capability retained. An editor whose logged answers collapsed to one
+answer on a task the unedited model answers variously lost its capability there,
+whatever its score (a model that picks one choice everywhere scores the share of items
+whose gold answer is that choice).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from lm_edit.studies.report.tables import (
     average,
     capability_scores,
     capability_tasks,
+    collapsed_tasks,
     constant_answer_note,
     constant_answer_tasks,
     edit_metric_columns,
@@ -43,6 +47,9 @@ class Standing:
     retained_stderr: float | None
     unchanged: float | None
     success: float | None
+    collapsed: list[str]
+    """Capability tasks on which the editor's answers collapsed to one (see
+    :func:`lm_edit.studies.report.tables.collapsed_tasks`)."""
 
 
 def success_metric(rows: list[Checkpoint]) -> tuple[str, str] | None:
@@ -98,7 +105,10 @@ TIERS = (GAINED, KEPT, LOST, UNKNOWN)
 
 def tier(item: Standing) -> str:
     """Whether the editor's capability retained lies above, within or below one standard
-    error of 100% (exactly 100% counts as kept when there is no standard error)."""
+    error of 100% (exactly 100% counts as kept when there is no standard error); an
+    editor whose answers collapsed on a task lost its capability, whatever its score."""
+    if item.collapsed:
+        return LOST
     if item.retained is None:
         return UNKNOWN
     spread = item.retained_stderr or 0.0
@@ -146,7 +156,8 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
         )
         shares = [unchanged_share(row, task, reference) for task in tasks]
         won = None if success is None else row.scores.get(success[0], {}).get(success[1])
-        return Standing(row, retained, stderr, average(shares), won)
+        collapsed = list(collapsed_tasks(row, kept, flagged)) if reference else []
+        return Standing(row, retained, stderr, average(shares), won, collapsed)
 
     candidates = [standing(r) for r in rows if r.n_edits == at and not _is_unedited(r)]
     tiers = rank(candidates)
@@ -166,6 +177,11 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
     body += [line(str(i), item) for i, item in enumerate(ordered, start=1)]
     note = _note(at, tasks, flagged, tiers, logged)
     return Table(f"Leaderboard at {at} edits", header, body, note)
+
+
+def _label(item: Standing) -> str:
+    collapsed = f" (collapsed on {', '.join(item.collapsed)})" if item.collapsed else ""
+    return f"{item.row.editor}{collapsed}"
 
 
 def _note(
@@ -194,10 +210,12 @@ def _note(
     note += (
         " Editors within one standard error of 100% (from lm-eval's stderr of the editor's "
         "and the unedited model's scores) kept their capability and are ordered by "
-        f"{then}; editors above or below rank before or after them, by capability retained."
+        f"{then}; editors above or below rank before or after them, by capability retained. "
+        "An editor whose logged answers collapsed to one on a task the unedited model "
+        "answers variously lost its capability, whatever its score."
     )
     named = [
-        f"{name}: {', '.join(s.row.editor for s in tiers[name])}"
+        f"{name}: {', '.join(map(_label, tiers[name]))}"
         for name in (GAINED, KEPT, LOST)
         if tiers[name]
     ]

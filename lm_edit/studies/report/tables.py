@@ -18,8 +18,7 @@ from statistics import mean
 
 from lm_edit.evaluation.probes import KINDS as PROBE_KINDS
 from lm_edit.studies.report.answers import (
-    CONSTANT_SHARE,
-    most_common_share,
+    constant_answer,
     task_answers,
     unchanged_share,
 )
@@ -118,12 +117,41 @@ def constant_answer_tasks(
     out = {}
     for sweep, row in unedited_rows(rows).items():
         for task in tasks:
-            answers = task_answers(row, task)
-            if answers:
-                answer, share = most_common_share(answers)
-                if share >= CONSTANT_SHARE:
-                    out[(sweep, task)] = (answer, share)
+            found = constant_answer(row, task)
+            if found:
+                out[(sweep, task)] = found
     return out
+
+
+def collapsed_tasks(
+    row: Checkpoint, tasks: list[str], flagged: dict[tuple[str, str], tuple[str, float]]
+) -> dict[str, tuple[str, float]]:
+    """``{task: (answer, share)}`` for the tasks the unedited model answers variously on
+    which this checkpoint gives one answer to :data:`CONSTANT_SHARE` or more of the items:
+    it has collapsed there, whatever its score."""
+    out = {}
+    for task in tasks:
+        found = None if (row.sweep, task) in flagged else constant_answer(row, task)
+        if found:
+            out[task] = found
+    return out
+
+
+def collapsed_note(rows: list[Checkpoint], tasks: list[str]) -> str:
+    """Names the checkpoints whose answers collapsed to one, per task."""
+    flagged = constant_answer_tasks(rows, tasks)
+    named = [
+        f"{row.editor} at {row.n_edits} edits on {task} (answer {answer!r} to "
+        f"{100 * share:.0f}% of its items)"
+        for row in rows
+        for task, (answer, share) in collapsed_tasks(row, tasks, flagged).items()
+    ]
+    if not named:
+        return ""
+    return (
+        "Collapsed (one answer to nearly every item of a task the unedited model answers "
+        f"variously, whatever the score): {'; '.join(named)}."
+    )
 
 
 def constant_answer_note(flagged: dict[tuple[str, str], tuple[str, float]]) -> str:
@@ -157,13 +185,17 @@ def answers_table(rows: list[Checkpoint]) -> Table | None:
         cells = [percent(unchanged_share(row, task, base.get(row.sweep))) for task in tasks]
         body.append([row.editor, row.n_edits, *cells])
     header = ["editor", "#edits", *tasks]
-    note = (
-        "Share of the logged items (lm-eval's samples, `--log_samples`) that get the same "
-        "answer as from the unedited model: the most likely choice of a multiple-choice "
-        "item, the filtered generation otherwise. It moves whenever the answers change, "
-        "also where the accuracy does not. "
-    ) + constant_answer_note(constant_answer_tasks(rows, tasks))
-    return Table("Answers unchanged from the unedited model (%)", header, body, note.strip())
+    checks = [constant_answer_note(constant_answer_tasks(rows, tasks)), collapsed_note(rows, tasks)]
+    note = " ".join(
+        [
+            "Share of the logged items (lm-eval's samples, `--log_samples`) that get the same "
+            "answer as from the unedited model: the most likely choice of a multiple-choice "
+            "item, the filtered generation otherwise. It moves whenever the answers change, "
+            "also where the accuracy does not.",
+            *filter(None, checks),
+        ]
+    )
+    return Table("Answers unchanged from the unedited model (%)", header, body, note)
 
 
 def _edit_metric_rank(name: str) -> int:
