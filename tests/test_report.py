@@ -212,11 +212,8 @@ def test_drift_lines_name_the_matrix_not_only_its_layer():
 
 
 def test_rows_order_the_numbers_in_editor_names_by_value(tmp_path):
-    scores = {
-        ("unedited", 0): (0.50, 0.40, 0.10, None),
-        ("grace-eps=10", 1): (0.50, 0.40, 1.00, 1.00),
-        ("grace-eps=3", 1): (0.50, 0.40, 1.00, 1.00),
-        ("grace-eps=0.5", 1): (0.50, 0.40, 1.00, 1.00),
-    }
+    names = ["grace-eps=10", "grace-eps=3", "grace-eps=0.5"]
+    scores = {("unedited", 0): SCORES[("unedited", 0)]}
+    scores |= {(name, 1): SCORES[("rome", 1)] for name in names}
     rows = load_sweeps([make_sweep(tmp_path / "s", scores)])
     assert [r.editor for r in rows] == ["unedited", "grace-eps=0.5", "grace-eps=3", "grace-eps=10"]
