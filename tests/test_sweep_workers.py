@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 
+from lm_edit.cli import checkpoint_outcomes
 from lm_edit.studies.sweep.claims import claim
 from lm_edit.studies.sweep.cluster import executor_parameters, submitit_start
 from lm_edit.studies.sweep.lock import sweep_folder_lock
@@ -132,6 +133,11 @@ def test_two_local_workers_give_the_study_of_one_process(tmp_path, monkeypatch):
     _assert_same_study(tmp_path)
     evaluated = sorted((e, k) for e, k, status in outcome.events if status == "evaluated")
     assert len(evaluated) == 10 and len(set(evaluated)) == 10
+    assert checkpoint_outcomes(outcome.events) == {"elsewhere": 0, "skipped": 0, "evaluated": 10}
+    again = _workers(tmp_path / "two", partial(local_workers, n=2))
+    # each worker reports every editor it looked at; a checkpoint still counts once
+    assert len(again.events) > 10
+    assert checkpoint_outcomes(again.events) == {"elsewhere": 0, "skipped": 10, "evaluated": 0}
 
     from lm_edit.studies.report.build import write_report
 

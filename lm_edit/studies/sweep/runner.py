@@ -285,7 +285,10 @@ class Sweep:
         """Whether this run evaluates the unedited model: the first editor's run does, once
         (a claim keeps two processes with their editors in other orders from both doing
         it)."""
-        if editor != self.config.run_names[0] or self.state.is_done(UNEDITED, 0):
+        if editor != self.config.run_names[0]:
+            return False
+        if self.state.is_done(UNEDITED, 0):
+            self.events.append((UNEDITED, 0, "skipped"))
             return False
         if not stack.enter_context(claim(self.state.root, UNEDITED)):
             self.events.append((UNEDITED, 0, "elsewhere"))
