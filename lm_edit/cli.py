@@ -234,20 +234,9 @@ def _interrupted(output_path: Path) -> int:
     return 130
 
 
-def checkpoint_outcomes(events: list[tuple[str, int, str]]) -> dict[str, int]:
-    """How many distinct checkpoints were evaluated, found done ("skipped") or left to
-    other processes ("elsewhere"); several local workers each report every editor, so a
-    checkpoint counts once, by the furthest any worker got with it."""
-    order = ("elsewhere", "skipped", "evaluated")
-    best: dict[tuple[str, int], str] = {}
-    for editor, n_edits, status in events:
-        known = best.get((editor, n_edits))
-        if known is None or order.index(status) > order.index(known):
-            best[(editor, n_edits)] = status
-    return {status: sum(s == status for s in best.values()) for status in order}
-
-
 def _sweep_summary(events: list[tuple[str, int, str]], output_path: Path) -> None:
+    from lm_edit.studies.sweep.runner import checkpoint_outcomes
+
     counts = checkpoint_outcomes(events)
     done = counts["skipped"]
     print(f"sweep: {counts['evaluated']} checkpoint(s) evaluated, {done} already done")

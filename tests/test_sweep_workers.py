@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 import torch
 
-from lm_edit.cli import checkpoint_outcomes
 from lm_edit.studies.sweep.claims import claim
 from lm_edit.studies.sweep.cluster import executor_parameters, submitit_start
 from lm_edit.studies.sweep.lock import sweep_folder_lock
 from lm_edit.studies.sweep.manifest import MANIFEST, SweepFolderError
-from lm_edit.studies.sweep.runner import SweepConfig, run_sweep
+from lm_edit.studies.sweep.runner import SweepConfig, checkpoint_outcomes, run_sweep
 from lm_edit.studies.sweep.workers import WorkersOutcome, local_workers, run_workers, unfinished
 from tests.sweep_stand_ins import StandInTasks, evaluate, load
 from tests.test_sweep import tiny_setup  # noqa: F401  (fixture)

@@ -34,7 +34,6 @@ from lm_edit.studies.report.tables import (
     primary_metric,
     unedited_rows,
 )
-from lm_edit.studies.sweep.manifest import UNEDITED
 
 
 @dataclass(eq=False)
@@ -60,7 +59,7 @@ def success_metric(rows: list[Checkpoint]) -> tuple[str, str] | None:
 
 def default_at(rows: list[Checkpoint]) -> int:
     """The largest #edits reached by every editor (else the largest reached by any)."""
-    edited = [r for r in rows if not _is_unedited(r)]
+    edited = [r for r in rows if not r.is_unedited]
     if not edited:
         return 0
     per_editor: dict[str, set[int]] = {}
@@ -68,10 +67,6 @@ def default_at(rows: list[Checkpoint]) -> int:
         per_editor.setdefault(row.editor, set()).add(row.n_edits)
     common = set.intersection(*per_editor.values())
     return max(common) if common else max(r.n_edits for r in edited)
-
-
-def _is_unedited(row: Checkpoint) -> bool:
-    return row.editor.split(" ")[0] == UNEDITED
 
 
 def retained_with_stderr(
@@ -159,7 +154,7 @@ def leaderboard(rows: list[Checkpoint], at: int | None = None) -> Table:
         collapsed = list(collapsed_tasks(row, kept, flagged)) if reference else []
         return Standing(row, retained, stderr, average(shares), won, collapsed)
 
-    candidates = [standing(r) for r in rows if r.n_edits == at and not _is_unedited(r)]
+    candidates = [standing(r) for r in rows if r.n_edits == at and not r.is_unedited]
     tiers = rank(candidates)
     logged = any(s.unchanged is not None for s in candidates)
     header = ["rank", "editor", "#edits", "capability retained (%)", "capability avg (%)"]

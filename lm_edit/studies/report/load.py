@@ -35,6 +35,11 @@ class Checkpoint:
     """lm-eval's standard error per task and metric, where it reports one."""
 
     @property
+    def is_unedited(self) -> bool:
+        """The sweep's unedited checkpoint (named ``unedited`` or ``unedited (folder)``)."""
+        return self.editor.split(" ")[0] == UNEDITED
+
+    @property
     def label(self) -> str:
         """The editor name, as rows and legends show it."""
         return self.editor

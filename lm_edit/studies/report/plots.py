@@ -18,13 +18,8 @@ from lm_edit.studies.report.tables import (
     primary_metric,
     unedited_rows,
 )
-from lm_edit.studies.sweep.manifest import UNEDITED
 
 Value = Callable[[Checkpoint], float | None]
-
-
-def _is_unedited(row: Checkpoint) -> bool:
-    return row.editor.split(" ")[0] == UNEDITED
 
 
 def _panels(
@@ -45,8 +40,8 @@ def _panels(
     lines = math.ceil(len(panels) / columns)
     size = (4.2 * columns + 1.6, 3.2 * lines + 0.4)
     fig, axes = plt.subplots(lines, columns, figsize=size, squeeze=False)
-    editors = list(dict.fromkeys(r.editor for r in rows if not _is_unedited(r)))
-    ticks = sorted({r.n_edits for r in rows if not _is_unedited(r)})
+    editors = list(dict.fromkeys(r.editor for r in rows if not r.is_unedited))
+    ticks = sorted({r.n_edits for r in rows if not r.is_unedited})
     for ax, (name, value) in zip(axes.flat, panels, strict=False):
         for editor in editors:
             points = sorted(
@@ -55,7 +50,7 @@ def _panels(
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=editor)
         for row in rows:
-            if _is_unedited(row) and value(row) is not None:
+            if row.is_unedited and value(row) is not None:
                 ax.axhline(value(row), color="grey", linestyle="--", label=row.editor)
                 spread = (bands or {}).get(name, lambda _: None)(row)
                 if spread:
@@ -174,7 +169,7 @@ def drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
     ]
     if any((r.entry.get("perplexity") or {}).get("adjusted_ppl") for r in rows):
         panels.append(("adjusted perplexity of generations", _entry("perplexity", "adjusted_ppl")))
-    edited = [r for r in rows if not _is_unedited(r)]
+    edited = [r for r in rows if not r.is_unedited]
     if not any(value(r) is not None for r in edited for _, value in panels):
         return None
     return _panels(path, "Parameter drift and language modelling", panels, rows)
@@ -201,7 +196,7 @@ def layer_drift_curves(rows: list[Checkpoint], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    edited = [r for r in rows if not _is_unedited(r) and r.drift_rows]
+    edited = [r for r in rows if not r.is_unedited and r.drift_rows]
     editors = list(dict.fromkeys(r.editor for r in edited))
     if not editors:
         return None

@@ -23,7 +23,6 @@ from lm_edit.studies.report.answers import (
     unchanged_share,
 )
 from lm_edit.studies.report.load import Checkpoint, is_edit_task
-from lm_edit.studies.sweep.manifest import UNEDITED
 
 EDIT_ORDER = ("reliability", "es_", "generality", "ps_", "locality", "ns_", "portability")
 # Locality's headline is agreement with the unedited model (the definition of Yao et al.,
@@ -106,7 +105,7 @@ def damage_table(rows: list[Checkpoint]) -> Table:
 
 def unedited_rows(rows: list[Checkpoint]) -> dict[str, Checkpoint]:
     """Each sweep's unedited checkpoint."""
-    return {r.sweep: r for r in rows if r.editor.split(" ")[0] == UNEDITED}
+    return {r.sweep: r for r in rows if r.is_unedited}
 
 
 def constant_answer_tasks(
@@ -137,9 +136,11 @@ def collapsed_tasks(
     return out
 
 
-def collapsed_note(rows: list[Checkpoint], tasks: list[str]) -> str:
-    """Names the checkpoints whose answers collapsed to one, per task."""
-    flagged = constant_answer_tasks(rows, tasks)
+def collapsed_note(
+    rows: list[Checkpoint], tasks: list[str], flagged: dict[tuple[str, str], tuple[str, float]]
+) -> str:
+    """Names the checkpoints whose answers collapsed to one, per task (``flagged``: the
+    tasks :func:`constant_answer_tasks` left out)."""
     named = [
         f"{row.editor} at {row.n_edits} edits on {task} (answer {answer!r} to "
         f"{100 * share:.0f}% of its items)"
@@ -185,7 +186,8 @@ def answers_table(rows: list[Checkpoint]) -> Table | None:
         cells = [percent(unchanged_share(row, task, base.get(row.sweep))) for task in tasks]
         body.append([row.editor, row.n_edits, *cells])
     header = ["editor", "#edits", *tasks]
-    checks = [constant_answer_note(constant_answer_tasks(rows, tasks)), collapsed_note(rows, tasks)]
+    flagged = constant_answer_tasks(rows, tasks)
+    checks = [constant_answer_note(flagged), collapsed_note(rows, tasks, flagged)]
     note = " ".join(
         [
             "Share of the logged items (lm-eval's samples, `--log_samples`) that get the same "

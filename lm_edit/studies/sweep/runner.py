@@ -408,3 +408,16 @@ def open_state(config: SweepConfig) -> SweepState:
         config.overwrite,
         config.editor_arguments(),
     )
+
+
+def checkpoint_outcomes(events: list[tuple[str, int, str]]) -> dict[str, int]:
+    """How many distinct checkpoints were evaluated, found done ("skipped") or left to
+    other processes ("elsewhere"); several local workers each report every editor, so a
+    checkpoint counts once, by the furthest any worker got with it."""
+    order = ("elsewhere", "skipped", "evaluated")
+    best: dict[tuple[str, int], str] = {}
+    for editor, n_edits, status in events:
+        known = best.get((editor, n_edits))
+        if known is None or order.index(status) > order.index(known):
+            best[(editor, n_edits)] = status
+    return {status: sum(s == status for s in best.values()) for status in order}
