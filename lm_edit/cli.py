@@ -155,6 +155,7 @@ def _sweep_config(args: argparse.Namespace) -> Any:
         ppl_max_new_tokens=args.ppl_max_new_tokens,
         overwrite=args.overwrite,
         grid=parse_grid(args.grid or []),
+        metadata=args.metadata,
     )
 
 
@@ -272,6 +273,21 @@ def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object from the command line, or an error naming what is wrong."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"give a JSON object such as '{{\"score_cases\": 500}}', not {text!r}"
+        )
+    return value
+
+
 def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser("sweep", help="evaluate sequential edits at checkpoints (resumable)")
     sweep.add_argument("--model_args", required=True, help="edited-hf arguments, k=v,...")
@@ -289,6 +305,12 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--device", default="cpu")
     sweep.add_argument("--batch_size", default=1)
     sweep.add_argument("--limit", type=float)
+    sweep.add_argument(
+        "--metadata",
+        type=_json_object,
+        default={},
+        help="""the tasks' metadata as a JSON object, as lm_eval's, e.g. '{"score_cases": 500}'""",
+    )
     sweep.add_argument("--num_fewshot", type=int)
     sweep.add_argument("--gen_kwargs")
     sweep.add_argument("--log_samples", action="store_true")

@@ -117,6 +117,34 @@ def test_individual_scores_equal_sequential_ones_when_nothing_changes(task_manag
     assert generated["locality_gen_unedited,none"] == 1.0
 
 
+@pytest.mark.slow
+def test_score_cases_scores_and_baselines_only_the_first_edited_cases(task_manager):
+    """``score_cases=2`` of 4 edits: all 4 are applied; the unedited baselines, the
+    individual scores and the task's documents cover the first 2 in edit order only."""
+    from lm_eval import simple_evaluate
+
+    from lm_edit.evaluation.model import EditedLM
+
+    lm = EditedLM(
+        pretrained="smollm2-135m",
+        device="cpu",
+        editor="none",
+        n_edits=4,
+        edit_data="demo",
+        score_cases=2,
+    )
+    out = simple_evaluate(
+        model=lm, tasks=["zsre_edit"], task_manager=task_manager, log_samples=True
+    )
+    session = lm.edit_session
+    assert len(session.requests) == 4
+    first = {r.case_id for r in session.requests[:2]}
+    assert session.unedited_answers and {case for case, _ in session.unedited_answers} == first
+    assert {case for case, _ in session.unedited_argmax} <= first
+    assert set(session.individual) == first
+    assert {s["doc"]["case_id"] for s in out["samples"]["zsre_edit"]} == first
+
+
 def test_generation_batch_size_batches_generation_only():
     """``generation_batch_size`` sets the batch of generation requests; log-likelihood
     requests keep ``batch_size``, which is restored after each generation call."""

@@ -1,7 +1,7 @@
 """The real-model quality gate, on data shipped with lm-edit so it always runs: ROME and
-MEMIT on SmolLM2-135M-Instruct write five demo counterfacts sequentially, and the
-requested objects win over the true ones (``es_prob``) where the unedited model's did
-not."""
+MEMIT on SmolLM2-135M-Instruct write five demo counterfacts sequentially (UltraEdit in one
+turn of five), and the requested objects win over the true ones (``es_prob``) where the
+unedited model's did not."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def _es_prob(**model_args) -> float:
     manager = TaskManager(include_path=str(tasks_dir()))
     results = simple_evaluate(model=lm, tasks=["counterfact_edit"], task_manager=manager)
     if model_args["editor"] != "none":
-        assert len(lm.edit_stream.records) == GATE["n_edits"]
+        batch = model_args.get("edit_batch_size", 1)
+        assert len(lm.edit_stream.records) == -(-GATE["n_edits"] // batch)
     return results["results"]["counterfact_edit"]["es_prob,none"]
 
 
@@ -36,3 +37,11 @@ def _es_prob(**model_args) -> float:
 def test_real_edits_take_on_the_demo_cases(editor, unedited_es):
     assert unedited_es <= 0.2
     assert _es_prob(editor=editor) >= 0.9
+
+
+@pytest.mark.slow
+def test_an_ultraedit_turn_takes_on_the_demo_cases(unedited_es):
+    """UltraEdit edits in turns: the five demo counterfacts as one turn, with the
+    SmolLM2 family's step size."""
+    assert unedited_es <= 0.2
+    assert _es_prob(editor="ultraedit", edit_batch_size=5) >= 0.9

@@ -253,6 +253,16 @@ def test_reserved_model_args_are_refused(tmp_path):
         SweepConfig({"pretrained": "x"}, ["rome"], [0, 5], ["t"], tmp_path)
 
 
+def test_metadata_reaches_the_tasks_and_only_a_given_one_is_fingerprinted(tmp_path):
+    plain = SweepConfig({"pretrained": "x"}, ["rome"], [1], ["t"], tmp_path)
+    assert "metadata" not in plain.fingerprinted()  # earlier sweeps keep their fingerprint
+    scored = SweepConfig(
+        {"pretrained": "x"}, ["rome"], [1], ["t"], tmp_path, metadata={"score_cases": 5}
+    )
+    assert scored.fingerprinted()["metadata"] == {"score_cases": 5}
+    assert build_task_manager(scored).metadata == {"score_cases": 5}
+
+
 def test_a_folder_that_is_not_a_sweep_is_refused(tmp_path):
     from lm_edit.studies.sweep.manifest import SweepState
 

@@ -126,3 +126,19 @@ def test_generation_tasks_generate_like_the_individual_scores():
     text = (tasks_dir() / "_edit_gen_template_yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(text.replace("!function ", ""))
     assert config["generation_kwargs"] == GEN_KWARGS
+
+
+def test_score_cases_scores_the_first_edited_cases(tiny_tokenizer, monkeypatch):
+    close_session()
+    monkeypatch.setattr(
+        "lm_edit.evaluation.docs.load_tokenizer", lambda metadata, session: tiny_tokenizer
+    )
+    every = build_forced_docs(view="zsre_edit", edit_data="demo", n_edits=5)["test"]
+    order = list(dict.fromkeys(d["case_id"] for d in every))
+    some = build_forced_docs(view="zsre_edit", edit_data="demo", n_edits=5, score_cases=2)
+    assert list(dict.fromkeys(d["case_id"] for d in some["test"])) == order[:2]
+    gen = build_generation_docs(view="zsre_edit", edit_data="demo", n_edits=5, score_cases=2)
+    assert list(dict.fromkeys(d["case_id"] for d in gen["test"])) == order[:2]
+    for bad in (0, "2", True, 1.5):
+        with pytest.raises(ValueError, match="score_cases"):
+            build_forced_docs(view="zsre_edit", edit_data="demo", n_edits=5, score_cases=bad)

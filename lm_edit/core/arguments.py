@@ -182,6 +182,7 @@ class EditArguments:
     edit_seed: int = argument(0, help="seed of case order, templates and statistics sampling")
     editor_config: str | None = argument(None, file=True, help="a YAML of hyperparameters")
     individual_scores: bool = argument(True, help="score each batch right after it is applied")
+    score_cases: int | None = argument(None, ge=1, help="score only the first N edited cases")
     generation_batch_size: int | None = argument(None, ge=1, help="batch of generation requests")
 
     def __post_init__(self) -> None:

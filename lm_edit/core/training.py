@@ -31,6 +31,17 @@ def target_nll(log_probs: torch.Tensor, spans: list[Span]) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
+def token_mean_nll(log_probs: torch.Tensor, spans: list[Span]) -> torch.Tensor:
+    """Mean NLL over every target token of every row (longer targets weigh more), as
+    ``F.cross_entropy`` over a batch's answer tokens."""
+    losses = []
+    for row, (positions, token_ids) in enumerate(spans):
+        where = torch.tensor(positions, device=log_probs.device)
+        which = torch.tensor(token_ids, device=log_probs.device)
+        losses.append(-log_probs[row, where, which])
+    return torch.cat(losses).mean()
+
+
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """Turn off gradients for the model's parameters and use eval mode; both are restored

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from lm_edit.core.arguments import argument
 
 
@@ -44,6 +46,29 @@ def one_block(layer: int | None, layer_fraction: float, num_layers: int, editor:
     return layer
 
 
+def check_module_kinds(owner: str, modules: tuple[str, ...], allowed: str) -> None:
+    """Refuse an empty or repeated choice of MLP projections (``allowed`` names them)."""
+    if not modules or len(set(modules)) != len(modules):
+        raise ValueError(f"{owner}: modules={list(modules)} must name {allowed}, each once.")
+
+
 def mlp_module_path(anatomy, layer: int, module: str) -> str:
     """Path of block ``layer``'s MLP input (``mlp_in``) or output (``mlp_out``) projection."""
     return anatomy.mlp_in_name(layer) if module == "mlp_in" else anatomy.mlp_out_name(layer)
+
+
+def mlp_gate_path(model: nn.Module, anatomy, layer: int) -> str:
+    """Path of block ``layer``'s MLP gate projection: the sibling of the input projection
+    whose name says ``gate`` and whose weight has the input projection's shape (Llama's
+    ``gate_proj``)."""
+    up_path = anatomy.mlp_in_name(layer)
+    parent, _, _ = up_path.rpartition(".")
+    up = model.get_submodule(up_path)
+    for name, module in model.get_submodule(parent).named_children():
+        weight = getattr(module, "weight", None)
+        if "gate" in name.lower() and weight is not None and weight.shape == up.weight.shape:
+            return f"{parent}.{name}"
+    raise ValueError(
+        f"mlp_gate: block {layer} has no gate projection beside {up_path} (the model's MLP "
+        "is not gated); edit mlp_in or mlp_out instead."
+    )

@@ -83,15 +83,30 @@ def resolve_view(name: str) -> View:
         raise ValueError(f"Unknown editing view {name!r}; known views: {sorted(VIEWS)}.") from None
 
 
+def scored_cases(requests: list[EditRequest], score_cases: Any) -> list[EditRequest]:
+    """The cases an editing task scores: all of them, or with ``--metadata
+    '{"score_cases": N}'`` the first ``N`` in edit order (under ``edited-hf`` the model
+    argument ``score_cases=N`` does this, and spares the unedited baselines of the rest)."""
+    if score_cases is None:
+        return requests
+    if isinstance(score_cases, bool) or not isinstance(score_cases, int) or score_cases < 1:
+        raise ValueError(
+            f"score_cases={score_cases!r}: give a whole number of cases >= 1, e.g. "
+            "--metadata '{\"score_cases\": 500}'."
+        )
+    return requests[:score_cases]
+
+
 def session_or_metadata_requests(
     metadata: dict[str, Any], default_data: str = "demo"
 ) -> tuple[list[EditRequest], EditSession | None]:
     """The edited cases of the open session (its planned cases before the first edit), or
     (under a model that does not edit) the cases named by ``--metadata`` (``edit_data``,
-    ``n_edits``, ``edit_seed``)."""
+    ``n_edits``, ``edit_seed``); either cut to ``score_cases`` when given."""
     session = active_session()
     if session is not None:
-        return session.requests or session.planned, session
+        cases = session.scored(session.requests or session.planned)
+        return scored_cases(cases, metadata.get("score_cases")), session
     n_edits = metadata.get("n_edits", 10)
     requests = load_edit_requests(
         str(metadata.get("edit_data", default_data)), split=metadata.get("edit_split")
@@ -101,7 +116,7 @@ def session_or_metadata_requests(
         None if n_edits in (None, "all") else int(n_edits),
         int(metadata.get("edit_seed", 0)),
     )
-    return chosen, None
+    return scored_cases(chosen, metadata.get("score_cases")), None
 
 
 def _kept(item: ProbeItem, view: View) -> bool:

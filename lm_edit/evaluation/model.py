@@ -128,11 +128,13 @@ class EditedLM(HFLM):
                 **as_dict(edit_args),
                 "family": self.edit_stream.spec.family,
             },
-            unedited_answers=self.greedy_locality_answers(self.planned_requests),
-            unedited_argmax=unedited_argmax_steps(self, self.planned_requests),
             tokenizer=self.tokenizer,
             planned=self.planned_requests,
+            score_cases=edit_args.score_cases,
         )
+        scored = self.edit_session.scored(self.planned_requests)
+        self.edit_session.unedited_answers = self.greedy_locality_answers(scored)
+        self.edit_session.unedited_argmax = unedited_argmax_steps(self, scored)
         self.individual_scores = edit_args.individual_scores
         open_session(self.edit_session)
         if not defer_edits:
@@ -206,8 +208,10 @@ class EditedLM(HFLM):
         batch = [by_id[case_id] for case_id in record.case_ids]
         self.edit_session.requests.extend(batch)
         self.edit_session.records.append(record.summary())
-        if self.individual_scores:
-            self.edit_session.individual.update(score_individual(self, batch))
+        scored = {r.case_id for r in self.edit_session.scored(self.planned_requests)}
+        batch_scored = [r for r in batch if r.case_id in scored]
+        if self.individual_scores and batch_scored:
+            self.edit_session.individual.update(score_individual(self, batch_scored))
 
     def get_model_info(self) -> dict[str, Any]:
         """HFLM's model info plus the edit session's provenance (editor, resolved

@@ -26,7 +26,9 @@ class EditSession:
     :mod:`lm_edit.evaluation.individual`); the tasks report them beside the scores after all edits.
     ``tokenizer`` is the edited model's (the teacher-forced tasks split answers with it).
     ``planned`` lists the cases the model will edit; while none is applied yet, the
-    editing tasks score those on the unedited model.
+    editing tasks score those on the unedited model. With ``score_cases`` the tasks score,
+    and the unedited answers and individual scores cover, only the first cases in edit
+    order.
     """
 
     requests: list[EditRequest]
@@ -41,6 +43,11 @@ class EditSession:
     tokenizer: Any = None
     planned: list[EditRequest] = field(default_factory=list)
     weights_digest: str | None = None  # data-parallel runs: the digest all ranks agreed on
+    score_cases: int | None = None  # the editing tasks score only this many, first edited
+
+    def scored(self, requests: list[EditRequest]) -> list[EditRequest]:
+        """Of ``requests`` (in edit order), those the editing tasks score."""
+        return requests if self.score_cases is None else requests[: self.score_cases]
 
     def manifest(self) -> dict[str, Any]:
         """JSON-friendly provenance: editor, config, case ids in order, per-step timings."""

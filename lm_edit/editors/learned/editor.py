@@ -25,6 +25,7 @@ from lm_edit.core.record import EditRecord
 from lm_edit.core.training import frozen
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
+from lm_edit.editors.layers import check_module_kinds
 from lm_edit.editors.learned.checkpoint import (
     MEND_CHECKPOINT,
     CheckpointKind,
@@ -58,11 +59,7 @@ class MendConfig(EditorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.modules or len(set(self.modules)) != len(self.modules):
-            raise ValueError(
-                f"MendConfig: modules={list(self.modules)} must name mlp_in and/or mlp_out, "
-                "each once."
-            )
+        check_module_kinds(type(self).__name__, self.modules, "mlp_in and/or mlp_out")
 
 
 def chosen_weights(model: nn.Module, anatomy, config: MendConfig) -> list[EditedWeight]:

@@ -4,6 +4,7 @@ the edit loss."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from lm_edit.core.anatomy import ModelAnatomy, is_transposed, weight_as_out_in
 from lm_edit.core.tokens import Batch, pad_batch, prompt_and_target
 from lm_edit.core.training import Span, target_nll, teacher_forced
 from lm_edit.data.requests import EditRequest
+from lm_edit.editors.layers import mlp_gate_path, mlp_module_path
 
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 """Per parameter name: the rows of ``u`` (n, in) and of ``δ`` (n, out)."""
@@ -35,17 +37,28 @@ class EditedWeight:
 def edited_weights(
     model: nn.Module, anatomy: ModelAnatomy, layers: list[int], modules: tuple[str, ...]
 ) -> list[EditedWeight]:
-    """The weights of ``modules`` (``mlp_in``, ``mlp_out``) in each of ``layers``."""
-    out = []
-    for layer in layers:
-        for kind in modules:
-            path = anatomy.mlp_in_name(layer) if kind == "mlp_in" else anatomy.mlp_out_name(layer)
-            module = model.get_submodule(path)
-            transposed = is_transposed(module) or anatomy.transposed
-            out_features, in_features = weight_as_out_in(module, transposed).shape
-            shape = (int(in_features), int(out_features))
-            out.append(EditedWeight(f"{path}.weight", path, shape, transposed))
-    return out
+    """The weights of ``modules`` (``mlp_in``, ``mlp_out``, ``mlp_gate``) in each of
+    ``layers``."""
+    return [
+        edited_weight(model, anatomy, _module_path(model, anatomy, layer, kind))
+        for layer in layers
+        for kind in modules
+    ]
+
+
+def _module_path(model: nn.Module, anatomy: ModelAnatomy, layer: int, kind: str) -> str:
+    if kind == "mlp_gate":
+        return mlp_gate_path(model, anatomy, layer)
+    return mlp_module_path(anatomy, layer, kind)
+
+
+def edited_weight(model: nn.Module, anatomy: ModelAnatomy, path: str) -> EditedWeight:
+    """The weight of the linear module at ``path``."""
+    module = model.get_submodule(path)
+    transposed = is_transposed(module) or anatomy.transposed
+    out_features, in_features = weight_as_out_in(module, transposed).shape
+    shape = (int(in_features), int(out_features))
+    return EditedWeight(f"{path}.weight", path, shape, transposed)
 
 
 def last_blocks(num_layers: int, layers: tuple[int, ...], count: int) -> list[int]:
@@ -111,12 +124,20 @@ def _requiring_grad(parameters: list[nn.Parameter]):
             parameter.requires_grad_(flag)
 
 
-def gradient_factors(
-    model: nn.Module, weights: list[EditedWeight], rows: Rows
-) -> tuple[float, Factors]:
-    """The edit loss (mean target NLL of ``rows``) and, for each weight, the input and
-    output-gradient rows of every token position where both are non-zero (padding drops
-    out), detached. Parameters' ``.grad`` are left untouched."""
+Signals = dict[str, tuple[torch.Tensor, torch.Tensor]]
+"""Per parameter name: the weight's input (rows, seq, in) and the loss's gradient at its
+output (rows, seq, out), detached."""
+
+
+def weight_signals(
+    model: nn.Module,
+    weights: list[EditedWeight],
+    rows: Rows,
+    loss_of: Callable[[torch.Tensor, list[Span]], torch.Tensor] = target_nll,
+) -> tuple[float, Signals]:
+    """The edit loss ``loss_of(log-probabilities, spans)`` of ``rows`` (the mean target
+    NLL by default) and, for each weight, its input and the loss's gradient at its output
+    at every position. Parameters' ``.grad`` are left untouched."""
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(name: str):
@@ -129,19 +150,34 @@ def gradient_factors(
     parameters = [model.get_parameter(w.name) for w in weights]
     try:
         with torch.enable_grad(), _requiring_grad(parameters):
-            loss = target_nll(rows_logits(model, rows), rows.spans)
+            loss = loss_of(rows_logits(model, rows), rows.spans)
             outputs = [captured[w.name][1] for w in weights]
             grads = torch.autograd.grad(loss, outputs)
     finally:
         for handle in handles:
             handle.remove()
+    signals = {
+        weight.name: (captured[weight.name][0], grad.detach())
+        for weight, grad in zip(weights, grads, strict=True)
+    }
+    return float(loss.detach()), signals
+
+
+def gradient_factors(
+    model: nn.Module, weights: list[EditedWeight], rows: Rows
+) -> tuple[float, Factors]:
+    """The edit loss (mean target NLL of ``rows``) and, for each weight, the input and
+    output-gradient rows of every token position where both are non-zero (padding drops
+    out), detached. Parameters' ``.grad`` are left untouched."""
+    loss, signals = weight_signals(model, weights, rows)
     factors: Factors = {}
-    for weight, grad in zip(weights, grads, strict=True):
-        u = captured[weight.name][0].reshape(-1, weight.shape[0])
-        delta = grad.detach().reshape(-1, weight.shape[1])
+    for weight in weights:
+        inputs, grad = signals[weight.name]
+        u = inputs.reshape(-1, weight.shape[0])
+        delta = grad.reshape(-1, weight.shape[1])
         keep = (u != 0).any(-1) & (delta != 0).any(-1)
         factors[weight.name] = (u[keep], delta[keep])
-    return float(loss.detach()), factors
+    return loss, factors
 
 
 def as_stored(delta: torch.Tensor, weight: EditedWeight) -> torch.Tensor:

@@ -72,6 +72,7 @@ class SweepConfig:
     ppl_max_new_tokens: int = 32
     overwrite: bool = False
     grid: dict[str, list[str]] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, why in RESERVED_MODEL_ARGS.items():
@@ -103,6 +104,8 @@ class SweepConfig:
         (editor hyperparameters are recorded per editor, see :mod:`.identity`)."""
         skip = {"editors", "checkpoints", "output_path", "overwrite", "log_samples", "grid"}
         arguments = {k: v for k, v in asdict(self).items() if k not in skip}
+        if not self.metadata:  # sweeps from before --metadata keep their fingerprint
+            del arguments["metadata"]
         return {**arguments, "model_args": shared_model_args(self.model_args)}
 
     @property
@@ -197,12 +200,15 @@ def check_tasks_load(config: SweepConfig, task_manager: Any) -> None:
 
 
 def build_task_manager(config: SweepConfig) -> Any:
-    """lm-eval's TaskManager with lm-edit's tasks and any ``--include_path`` (built once)."""
+    """lm-eval's TaskManager with lm-edit's tasks, any ``--include_path`` and the tasks'
+    ``--metadata`` (built once)."""
     from lm_eval.tasks import TaskManager
 
     from lm_edit.paths import tasks_dir
 
-    return TaskManager(include_path=[str(tasks_dir()), *config.include_path])
+    return TaskManager(
+        include_path=[str(tasks_dir()), *config.include_path], metadata=config.metadata or None
+    )
 
 
 def language_modelling(lm: Any, config: SweepConfig, scorer: Any) -> dict[str, float] | None:
