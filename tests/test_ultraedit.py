@@ -185,7 +185,7 @@ def test_bad_module_choices_are_refused_by_name(tiny_tokenizer):
     with pytest.raises(ValueError, match="no module 'model.layers.9.mlp.down_proj'"):
         stream.apply(REQUESTS[:1], batch_size=1, progress=False)
     stream = EditStream.create(model, tiny_tokenizer, "ultraedit", edit_modules=("model.norm",))
-    with pytest.raises(ValueError, match="'model.norm' is a LlamaRMSNorm, not a linear layer"):
+    with pytest.raises(ValueError, match="type LlamaRMSNorm, not a linear layer"):
         stream.apply(REQUESTS[:1], batch_size=1, progress=False)
     gpt2 = make_tiny_model("gpt2", len(tiny_tokenizer))
     stream = EditStream.create(
@@ -195,3 +195,86 @@ def test_bad_module_choices_are_refused_by_name(tiny_tokenizer):
         stream.apply(REQUESTS[:1], batch_size=1, progress=False)
     with pytest.raises(ValueError, match="modules"):
         EditStream.create(model, tiny_tokenizer, "ultraedit", modules=("mlp_in", "mlp_in"))
+
+
+def test_a_weight_is_never_chosen_twice_and_edit_modules_excludes_layers(tiny_tokenizer):
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    down = "model.layers.2.mlp.down_proj"
+    with pytest.raises(ValueError, match="names a module twice"):
+        EditStream.create(model, tiny_tokenizer, "ultraedit", edit_modules=(down, f" {down}"))
+    with pytest.raises(ValueError, match=r"edit_modules=\[\] chooses by layers"):
+        EditStream.create(model, tiny_tokenizer, "ultraedit", edit_modules=(down,), layers=(2,))
+    with pytest.raises(ValueError, match="layers and modules would be ignored"):
+        EditStream.create(
+            model, tiny_tokenizer, "ultraedit", edit_modules=(down,), modules=("mlp_in",)
+        )
+    cleared = EditStream.create(model, tiny_tokenizer, "ultraedit", edit_modules=("",))
+    assert cleared.editor.config.edit_modules == ()
+
+
+def test_a_fused_gate_up_projection_is_not_taken_for_a_gate(tiny_tokenizer):
+    """Phi-3's gate_up_proj is the input projection itself: mlp_gate must not resolve to
+    it (it would be edited twice with mlp_in)."""
+    from lm_edit.core.anatomy import ModelAnatomy
+    from lm_edit.editors.layers import mlp_gate_path
+
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    mlp = model.model.layers[1].mlp
+    mlp.gate_up_proj = mlp.up_proj
+    del mlp.up_proj, mlp.gate_proj
+    anatomy = ModelAnatomy(
+        "model.layers",
+        "mlp.gate_up_proj",
+        "mlp.down_proj",
+        "self_attn.o_proj",
+        "model.norm",
+        "lm_head",
+    )
+    with pytest.raises(ValueError, match="no gate projection"):
+        mlp_gate_path(model, anatomy, 1)
+
+
+def test_a_linear_layer_in_a_conv1d_model_is_edited_in_its_own_orientation(tiny_tokenizer):
+    """On GPT-2 (Conv1D, weights stored as (in, out)) an nn.Linear named in edit_modules
+    keeps the (out, in) orientation: the same edit as the equivalent Conv1D, transposed."""
+    from torch import nn
+
+    requests = REQUESTS[:2]
+    conv_model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    linear_model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    conv = linear_model.transformer.h[1].attn.c_proj
+    linear = nn.Linear(conv.weight.shape[0], conv.weight.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.T)
+        linear.bias.copy_(conv.bias)
+    linear_model.transformer.h[1].attn.c_proj = linear
+    path = "transformer.h.1.attn.c_proj"
+    changes = []
+    for model in (conv_model, linear_model):
+        before = model.get_submodule(path).weight.detach().clone()
+        settings = {"edit_modules": (path,), "lr": 0.1, "token_positions": "all"}
+        stream = EditStream.create(model, tiny_tokenizer, "ultraedit", **settings)
+        stream.apply(requests, batch_size=2, progress=False)
+        changes.append(model.get_submodule(path).weight.detach() - before)
+    assert changes[0].norm() > 1
+    assert torch.allclose(changes[0], changes[1].T, atol=1e-4)
+
+
+def test_undo_after_reset_takes_every_turn_back(tiny_tokenizer):
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    before = _state(model)
+    stream = EditStream.create(model, tiny_tokenizer, "ultraedit", **QUICK)
+    stream.apply(REQUESTS, batch_size=1, progress=False)
+    stream.editor.reset()
+    stream.undo()
+    assert _same(before, _state(model)) and stream.editor.normalizers == {}
+
+
+def test_a_module_the_forward_pass_skips_is_refused_by_name(tiny_tokenizer):
+    from torch import nn
+
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    model.model.unused = nn.Linear(4, 4)
+    stream = EditStream.create(model, tiny_tokenizer, "ultraedit", edit_modules=("model.unused",))
+    with pytest.raises(ValueError, match="model.unused: not called in the model's forward"):
+        stream.apply(REQUESTS[:1], batch_size=1, progress=False)

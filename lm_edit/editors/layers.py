@@ -66,8 +66,11 @@ def mlp_gate_path(model: nn.Module, anatomy, layer: int) -> str:
     up = model.get_submodule(up_path)
     for name, module in model.get_submodule(parent).named_children():
         weight = getattr(module, "weight", None)
-        if "gate" in name.lower() and weight is not None and weight.shape == up.weight.shape:
-            return f"{parent}.{name}"
+        path = f"{parent}.{name}"
+        if path == up_path or weight is None or "gate" not in name.lower():
+            continue  # a fused gate-up projection is the input projection itself
+        if weight.shape == up.weight.shape:
+            return path
     raise ValueError(
         f"mlp_gate: block {layer} has no gate projection beside {up_path} (the model's MLP "
         "is not gated); edit mlp_in or mlp_out instead."

@@ -89,12 +89,13 @@ def scored_cases(requests: list[EditRequest], score_cases: Any) -> list[EditRequ
     argument ``score_cases=N`` does this, and spares the unedited baselines of the rest)."""
     if score_cases is None:
         return requests
-    if isinstance(score_cases, bool) or not isinstance(score_cases, int) or score_cases < 1:
+    whole = isinstance(score_cases, (int, float)) and float(score_cases).is_integer()
+    if isinstance(score_cases, bool) or not whole or score_cases < 1:
         raise ValueError(
-            f"score_cases={score_cases!r}: give a whole number of cases >= 1, e.g. "
-            "--metadata '{\"score_cases\": 500}'."
+            f"score_cases={score_cases!r}: give a whole number of cases >= 1 (the model "
+            "argument score_cases=500, or --metadata '{\"score_cases\": 500}')"
         )
-    return requests[:score_cases]
+    return requests[: int(score_cases)]
 
 
 def session_or_metadata_requests(

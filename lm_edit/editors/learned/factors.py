@@ -52,10 +52,15 @@ def _module_path(model: nn.Module, anatomy: ModelAnatomy, layer: int, kind: str)
     return mlp_module_path(anatomy, layer, kind)
 
 
-def edited_weight(model: nn.Module, anatomy: ModelAnatomy, path: str) -> EditedWeight:
-    """The weight of the linear module at ``path``."""
+def edited_weight(
+    model: nn.Module, anatomy: ModelAnatomy, path: str, transposed: bool | None = None
+) -> EditedWeight:
+    """The weight of the linear module at ``path``, stored as (in, out) when
+    ``transposed`` (by default: a ``Conv1D``, or any module of a model whose anatomy says
+    so)."""
     module = model.get_submodule(path)
-    transposed = is_transposed(module) or anatomy.transposed
+    if transposed is None:
+        transposed = is_transposed(module) or anatomy.transposed
     out_features, in_features = weight_as_out_in(module, transposed).shape
     shape = (int(in_features), int(out_features))
     return EditedWeight(f"{path}.weight", path, shape, transposed)
@@ -151,6 +156,12 @@ def weight_signals(
     try:
         with torch.enable_grad(), _requiring_grad(parameters):
             loss = loss_of(rows_logits(model, rows), rows.spans)
+            unused = [w.module for w in weights if w.name not in captured]
+            if unused:
+                raise ValueError(
+                    f"{', '.join(unused)}: not called in the model's forward pass, so it has "
+                    "no inputs or gradients to edit with; choose modules the model uses."
+                )
             outputs = [captured[w.name][1] for w in weights]
             grads = torch.autograd.grad(loss, outputs)
     finally:

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lm_edit.core.anatomy import is_transposed
 from lm_edit.core.arguments import argument
 from lm_edit.core.record import EditRecord
 from lm_edit.core.training import frozen, token_mean_nll
@@ -64,16 +65,37 @@ class UltraEditConfig(EditorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_module_kinds(type(self).__name__, self.modules, "mlp_gate, mlp_in and/or mlp_out")
+        owner = type(self).__name__
+        check_module_kinds(owner, self.modules, "mlp_gate, mlp_in and/or mlp_out")
+        paths = tuple(path.strip() for path in self.edit_modules if path.strip())
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"{owner}: edit_modules={list(paths)} names a module twice.")
+        object.__setattr__(self, "edit_modules", paths)
+        default_modules = type(self).__dataclass_fields__["modules"].default
+        if paths and (self.layers or self.modules != default_modules):
+            raise ValueError(
+                f"{owner}: edit_modules names the edited modules itself, so layers and "
+                "modules would be ignored; give one or the other (edit_modules=[] chooses "
+                "by layers and modules, also on models whose family sets edit_modules)."
+            )
 
 
 def chosen_weights(model: nn.Module, anatomy, config: UltraEditConfig) -> list[EditedWeight]:
     """The weights ``config`` edits on ``model``: ``edit_modules`` when given, else
     ``modules`` in each chosen block."""
-    if not config.edit_modules:
+    if config.edit_modules:
+        weights = [linear_at(model, anatomy, path) for path in config.edit_modules]
+    else:
         layers = resolve_layers(config, anatomy.num_layers(model))
-        return edited_weights(model, anatomy, layers, config.modules)
-    return [linear_at(model, anatomy, path) for path in config.edit_modules]
+        weights = edited_weights(model, anatomy, layers, config.modules)
+    names = [w.name for w in weights]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"ultraedit: {', '.join(repeated)} would be edited twice (two choices resolve to "
+            "the same weight); choose each weight once."
+        )
+    return weights
 
 
 def linear_at(model: nn.Module, anatomy, path: str) -> EditedWeight:
@@ -87,12 +109,13 @@ def linear_at(model: nn.Module, anatomy, path: str) -> EditedWeight:
     if module is None:
         raise ValueError(f"edit_modules: the model has no module {path!r}; {hint}")
     weight = getattr(module, "weight", None)
-    linear = isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    linear = isinstance(module, nn.Linear) or is_transposed(module)
     if not linear or not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise ValueError(
-            f"edit_modules: {path!r} is a {type(module).__name__}, not a linear layer; {hint}"
+            f"edit_modules: {path!r} is a module of type {type(module).__name__}, not a "
+            f"linear layer; {hint}"
         )
-    return edited_weight(model, anatomy, path)
+    return edited_weight(model, anatomy, path, transposed=is_transposed(module))
 
 
 def row_positions(rows: Rows, token_positions: str) -> list[list[int]]:
@@ -140,9 +163,16 @@ class UltraEditEditor(Editor):
         with torch.no_grad():
             for weight in weights:
                 keys, grads = rows[weight.name]
-                targets = target_changes(
-                    keys, grads, self.normalizers[weight.shape], self.config.lr
-                )
+                normalizer = self.normalizers[weight.shape]
+                if normalizer.count < 2:
+                    logger.warning(
+                        "ultraedit: %s: one row seen since the stream began, so its "
+                        "standardised row is zero and this turn leaves the weight as it is; "
+                        "edit in turns of several requests (edit_batch_size) or with "
+                        "token_positions=all.",
+                        weight.name,
+                    )
+                targets = target_changes(keys, grads, normalizer, self.config.lr)
                 change = ridge_solve(keys, targets, self.config.ridge).T
                 if not torch.isfinite(change).all():
                     raise FloatingPointError(
@@ -161,16 +191,16 @@ class UltraEditEditor(Editor):
         )
 
     def record_statistics(self, record: EditRecord, weights: list[EditedWeight]) -> None:
-        """Record the statistics as they are, so undo of this turn restores them."""
-        for weight in weights:
-            self.normalizers.setdefault(weight.shape, LifelongNormalizer())
+        """Record the statistics as they are, so undo of this turn restores them (and
+        forgets the shapes this turn saw first)."""
         saved = {shape: n.state() for shape, n in self.normalizers.items()}
 
         def take_back() -> None:
-            for shape, state in saved.items():
-                self.normalizers[shape].restore(state)
+            self.normalizers = {shape: LifelongNormalizer(state) for shape, state in saved.items()}
 
         record.on_undo("UltraEdit: the lifelong statistics before this turn", take_back)
+        for weight in weights:
+            self.normalizers.setdefault(weight.shape, LifelongNormalizer())
 
     def collect(
         self, model: nn.Module, tokenizer, requests: list[EditRequest], weights: list[EditedWeight]
@@ -188,6 +218,13 @@ class UltraEditEditor(Editor):
             positions = row_positions(rows, self.config.token_positions)
             for weight in weights:
                 inputs, grads = signals[weight.name]
+                if tuple(inputs.shape[:2]) != tuple(rows.batch.input_ids.shape):
+                    raise ValueError(
+                        f"ultraedit: {weight.module} sees inputs of shape "
+                        f"{tuple(inputs.shape)}, not (rows, tokens, features) of the batch "
+                        f"{tuple(rows.batch.input_ids.shape)}; edit layers that every token "
+                        "passes through (not routed experts)."
+                    )
                 keys = torch.cat([inputs[r, p] for r, p in enumerate(positions)]).float()
                 outs = torch.cat([grads[r, p] for r, p in enumerate(positions)]).float()
                 self.normalizers[weight.shape].update(torch.cat((keys, outs), -1))

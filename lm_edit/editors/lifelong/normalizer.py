@@ -29,10 +29,12 @@ class LifelongNormalizer:
     """Running statistics of rows of one width, kept in float32 on the device of the first
     rows it sees."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: NormalizerState | None = None) -> None:
         self.count = 0.0
         self.mean: torch.Tensor | None = None
         self.squares: torch.Tensor | None = None
+        if state is not None:
+            self.restore(state)
 
     def state(self) -> NormalizerState:
         """A detached copy of the statistics."""

@@ -193,9 +193,10 @@ def check_tasks_load(config: SweepConfig, task_manager: Any) -> None:
     except Exception as error:
         raise SweepTaskError(
             f"The sweep's tasks {','.join(config.tasks)} could not be built, so nothing was "
-            f"edited or evaluated: {type(error).__name__}: {error}. Check the task names "
-            "(lm_eval ls tasks); offline, benchmarks need local copies of their data "
-            "(lm-edit capability-data <folder>, see tasks/README.md)."
+            f"edited or evaluated: {type(error).__name__}: {str(error).rstrip('.')}. Check "
+            "the task names (lm_eval ls tasks) and any --metadata; offline, benchmarks need "
+            "local copies of their data (lm-edit capability-data <folder>, see "
+            "tasks/README.md)."
         ) from error
 
 
