@@ -4,9 +4,10 @@ random weights in bfloat16; no download needed):
 1. key statistics: tokens per second of lm-edit's statistics pass (second moments of the
    MLP keys of every edited layer) against a plain forward pass over the same text, and
    their ratio;
-2. seconds per edit: ROME (batch 1), MEMIT (batches 1, 100 and 1,000) and AlphaEdit
-   (batch 100), timed after one untimed warm-up edit, with key statistics precomputed
-   (their cost is item 1), end to end otherwise (v* optimisation, keys, solves, writes).
+2. seconds per edit: ROME (batch 1), MEMIT (batches 1, 100 and 1,000), AlphaEdit
+   (batch 100) and UltraEdit (one turn of 100, after a warm-up turn), timed after one
+   untimed warm-up edit, with key statistics precomputed (their cost is item 1), end to
+   end otherwise (v* optimisation, keys, solves, writes).
 
     python bench/bench_gpu.py [--size 7b|tiny] [--device cuda] [--dtype bfloat16]
         [--memit-batches 1,100] [--stats-passages 256] [--out figures.json]
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 
 from lm_edit.data.requests import EditRequest
+from lm_edit.editors import hyperparameter_names
 from lm_edit.stream import EditStream
 
 WORDS = [
@@ -144,10 +146,12 @@ def statistics_figures(model, tokenizer, device: str, passages: int) -> dict[str
 def seconds_per_edit(model, tokenizer, editor: str, batch: int, device: str) -> float:
     """Median-free single measurement: one warm-up batch (untimed), then one timed batch;
     the stream is undone afterwards so every measurement starts from the same weights."""
-    stream = EditStream.create(
-        model, tokenizer, editor, stats_source="model", stats_model_samples=16
-    )
-    stream.apply(requests(1, offset=10_000), batch_size=1, progress=False)
+    statistics = {"stats_source": "model", "stats_model_samples": 16}
+    takes = hyperparameter_names(editor)
+    settings = {k: v for k, v in statistics.items() if k in takes}
+    stream = EditStream.create(model, tokenizer, editor, **settings)
+    warm_up = batch if editor == "ultraedit" else 1  # its statistics need a full turn
+    stream.apply(requests(warm_up, offset=10_000), batch_size=warm_up, progress=False)
     synchronise(device)
     start = time.perf_counter()
     stream.apply(requests(batch, offset=batch), batch_size=batch, progress=False)
@@ -180,6 +184,7 @@ def main() -> None:
     measurements += [(f"memit_batch{b}_s_per_edit", "memit", b) for b in batches]
     alpha = min(100, max(batches))
     measurements.append((f"alphaedit_batch{alpha}_s_per_edit", "alphaedit", alpha))
+    measurements.append((f"ultraedit_turn{alpha}_s_per_edit", "ultraedit", alpha))
 
     def record(key: str, value: object) -> None:
         """Print and keep each figure as it comes, so a run stopped early keeps the rest."""
