@@ -28,6 +28,15 @@ def _evaluate(task_manager, tasks: list[str], **model_args):
     return lm, out["results"]
 
 
+def _unedited_demo(**model_args):
+    """edited-hf on SmolLM2 with ``editor=none`` over the demo cases."""
+    from lm_edit.evaluation.model import EditedLM
+
+    return EditedLM(
+        pretrained="smollm2-135m", device="cpu", editor="none", edit_data="demo", **model_args
+    )
+
+
 @pytest.fixture(scope="module")
 def task_manager():
     from lm_eval.tasks import TaskManager
@@ -123,16 +132,7 @@ def test_score_cases_scores_and_baselines_only_the_first_edited_cases(task_manag
     individual scores and the task's documents cover the first 2 in edit order only."""
     from lm_eval import simple_evaluate
 
-    from lm_edit.evaluation.model import EditedLM
-
-    lm = EditedLM(
-        pretrained="smollm2-135m",
-        device="cpu",
-        editor="none",
-        n_edits=4,
-        edit_data="demo",
-        score_cases=2,
-    )
+    lm = _unedited_demo(n_edits=4, score_cases=2)
     out = simple_evaluate(
         model=lm, tasks=["zsre_edit"], task_manager=task_manager, log_samples=True
     )
@@ -150,17 +150,7 @@ def test_generation_batch_size_batches_generation_only():
     requests keep ``batch_size``, which is restored after each generation call."""
     from lm_eval.api.instance import Instance
 
-    from lm_edit.evaluation.model import EditedLM
-
-    lm = EditedLM(
-        pretrained="smollm2-135m",
-        device="cpu",
-        editor="none",
-        n_edits=1,
-        edit_data="demo",
-        batch_size=1,
-        generation_batch_size=3,
-    )
+    lm = _unedited_demo(n_edits=1, batch_size=1, generation_batch_size=3)
     generated_batches: list[int] = []
     forward_batches: list[int] = []
     generate, forward = lm.model.generate, lm.model.forward
