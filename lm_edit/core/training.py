@@ -21,25 +21,25 @@ def teacher_forced(start: int, target: list[int]) -> Span:
     return list(range(start - 1, start - 1 + len(target))), list(target)
 
 
-def target_nll(log_probs: torch.Tensor, spans: list[Span]) -> torch.Tensor:
-    """Mean over rows of each row's mean per-token NLL (``log_probs`` is (rows, seq, vocab))."""
-    losses = []
+def _row_nlls(log_probs: torch.Tensor, spans: list[Span]) -> list[torch.Tensor]:
+    """Per row, the NLL of each target token (``log_probs`` is (rows, seq, vocab))."""
+    nlls = []
     for row, (positions, token_ids) in enumerate(spans):
         where = torch.tensor(positions, device=log_probs.device)
         which = torch.tensor(token_ids, device=log_probs.device)
-        losses.append(-log_probs[row, where, which].mean())
-    return torch.stack(losses).mean()
+        nlls.append(-log_probs[row, where, which])
+    return nlls
+
+
+def target_nll(log_probs: torch.Tensor, spans: list[Span]) -> torch.Tensor:
+    """Mean over rows of each row's mean per-token NLL (``log_probs`` is (rows, seq, vocab))."""
+    return torch.stack([nll.mean() for nll in _row_nlls(log_probs, spans)]).mean()
 
 
 def token_mean_nll(log_probs: torch.Tensor, spans: list[Span]) -> torch.Tensor:
     """Mean NLL over every target token of every row (longer targets weigh more), as
     ``F.cross_entropy`` over a batch's answer tokens."""
-    losses = []
-    for row, (positions, token_ids) in enumerate(spans):
-        where = torch.tensor(positions, device=log_probs.device)
-        which = torch.tensor(token_ids, device=log_probs.device)
-        losses.append(-log_probs[row, where, which])
-    return torch.cat(losses).mean()
+    return torch.cat(_row_nlls(log_probs, spans)).mean()
 
 
 @contextmanager

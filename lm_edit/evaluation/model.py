@@ -133,6 +133,7 @@ class EditedLM(HFLM):
             score_cases=edit_args.score_cases,
         )
         scored = self.edit_session.scored(self.planned_requests)
+        self.scored_case_ids = {r.case_id for r in scored}
         self.edit_session.unedited_answers = self.greedy_locality_answers(scored)
         self.edit_session.unedited_argmax = unedited_argmax_steps(self, scored)
         self.individual_scores = edit_args.individual_scores
@@ -208,10 +209,9 @@ class EditedLM(HFLM):
         batch = [by_id[case_id] for case_id in record.case_ids]
         self.edit_session.requests.extend(batch)
         self.edit_session.records.append(record.summary())
-        scored = {r.case_id for r in self.edit_session.scored(self.planned_requests)}
-        batch_scored = [r for r in batch if r.case_id in scored]
-        if self.individual_scores and batch_scored:
-            self.edit_session.individual.update(score_individual(self, batch_scored))
+        scored = [r for r in batch if r.case_id in self.scored_case_ids]
+        if self.individual_scores and scored:
+            self.edit_session.individual.update(score_individual(self, scored))
 
     def get_model_info(self) -> dict[str, Any]:
         """HFLM's model info plus the edit session's provenance (editor, resolved

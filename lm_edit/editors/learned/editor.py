@@ -36,7 +36,7 @@ from lm_edit.editors.learned.checkpoint import (
 )
 from lm_edit.editors.learned.factors import (
     EditedWeight,
-    as_stored,
+    add_change,
     edited_weights,
     gradient_factors,
     last_blocks,
@@ -132,10 +132,9 @@ class MendEditor(Editor):
     ) -> dict[str, float]:
         """Subtract ``lr_scale`` times each (out, in) delta from its weight, snapshotting
         the weight first; the changes' norms."""
-        norms = {}
-        for weight in self.weights:
-            tensor = record.snapshot(model, weight.name)
-            change = as_stored(deltas[weight.name], weight) * self.config.lr_scale
-            tensor.sub_(change.to(device=tensor.device, dtype=tensor.dtype))
-            norms[weight.name] = round(float(change.norm()), 6)
-        return norms
+        return {
+            weight.name: add_change(
+                model, record, weight, -self.config.lr_scale * deltas[weight.name]
+            )
+            for weight in self.weights
+        }

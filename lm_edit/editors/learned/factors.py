@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_edit.core.anatomy import ModelAnatomy, is_transposed, weight_as_out_in
+from lm_edit.core.record import EditRecord
 from lm_edit.core.tokens import Batch, pad_batch, prompt_and_target
 from lm_edit.core.training import Span, target_nll, teacher_forced
 from lm_edit.data.requests import EditRequest
@@ -189,6 +190,17 @@ def gradient_factors(
         keep = (u != 0).any(-1) & (delta != 0).any(-1)
         factors[weight.name] = (u[keep], delta[keep])
     return loss, factors
+
+
+def add_change(
+    model: nn.Module, record: EditRecord, weight: EditedWeight, change: torch.Tensor
+) -> float:
+    """Add an (out, in) ``change`` to ``weight`` in its stored orientation, device and
+    dtype, snapshotting the weight first; the change's norm."""
+    tensor = record.snapshot(model, weight.name)
+    stored = as_stored(change, weight)
+    tensor.add_(stored.to(device=tensor.device, dtype=tensor.dtype))
+    return round(float(change.norm()), 6)
 
 
 def as_stored(delta: torch.Tensor, weight: EditedWeight) -> torch.Tensor:

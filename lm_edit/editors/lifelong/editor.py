@@ -34,7 +34,7 @@ from lm_edit.editors.layers import check_module_kinds, resolve_layers
 from lm_edit.editors.learned.factors import (
     EditedWeight,
     Rows,
-    as_stored,
+    add_change,
     edited_weight,
     edited_weights,
     request_rows,
@@ -180,10 +180,7 @@ class UltraEditEditor(Editor):
                         "gradients overflowed); the turn is undone. Lower lr or edit in "
                         "float32."
                     )
-                tensor = record.snapshot(model, weight.name)
-                stored = as_stored(change, weight)
-                tensor.add_(stored.to(device=tensor.device, dtype=tensor.dtype))
-                norms[weight.name] = round(float(change.norm()), 6)
+                norms[weight.name] = add_change(model, record, weight, change)
         record.details.update(
             edit_loss=round(sum(losses) / len(losses), 4),
             rows=int(next(iter(rows.values()))[0].shape[0]),

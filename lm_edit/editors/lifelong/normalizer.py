@@ -43,8 +43,11 @@ class LifelongNormalizer:
         return NormalizerState(self.count, copy, squares)
 
     def restore(self, state: NormalizerState) -> None:
-        """Put back statistics taken with :meth:`state`."""
-        self.count, self.mean, self.squares = state.count, state.mean, state.squares
+        """Put back statistics taken with :meth:`state` (copied: later updates, made in
+        place, leave ``state`` as it was)."""
+        self.count = state.count
+        self.mean = None if state.mean is None else state.mean.clone()
+        self.squares = None if state.squares is None else state.squares.clone()
 
     def update(self, rows: torch.Tensor) -> None:
         """Fold ``rows`` (n, width) into the statistics."""
