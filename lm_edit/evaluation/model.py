@@ -133,7 +133,6 @@ class EditedLM(HFLM):
             score_cases=edit_args.score_cases,
         )
         scored = self.edit_session.scored(self.planned_requests)
-        self.scored_case_ids = {r.case_id for r in scored}
         self.edit_session.unedited_answers = self.greedy_locality_answers(scored)
         self.edit_session.unedited_argmax = unedited_argmax_steps(self, scored)
         self.individual_scores = edit_args.individual_scores
@@ -209,7 +208,8 @@ class EditedLM(HFLM):
         batch = [by_id[case_id] for case_id in record.case_ids]
         self.edit_session.requests.extend(batch)
         self.edit_session.records.append(record.summary())
-        scored = [r for r in batch if r.case_id in self.scored_case_ids]
+        scored_ids = {r.case_id for r in self.edit_session.scored(self.planned_requests)}
+        scored = [r for r in batch if r.case_id in scored_ids]
         if self.individual_scores and scored:
             self.edit_session.individual.update(score_individual(self, scored))
 
