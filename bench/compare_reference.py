@@ -1,11 +1,13 @@
-"""Run lm-edit's ROME, MEMIT, EMMET and AlphaEdit and the papers' reference code on the
-same inputs.
+"""Run lm-edit's ROME, r-ROME, MEMIT, EMMET, AlphaEdit and PMET and the papers' reference
+code on the same inputs.
 
-The reference code is not part of lm-edit: extract kmeng01/rome, kmeng01/memit,
-scalable-model-editing/unified-model-editing and jianghoucheng/AlphaEdit into a folder
-outside the repository, as ``rome/``, ``memit/``, ``emmet/`` and ``alphaedit/`` (see
-docs/reference-comparison.md), and pass it with ``--reference-dir`` (or
-``LM_EDIT_REFERENCE_DIR``); ``--editors`` picks the comparisons (all four by default).
+The reference code is not part of lm-edit: extract kmeng01/rome,
+scalable-model-editing/rebuilding-rome, kmeng01/memit,
+scalable-model-editing/unified-model-editing, jianghoucheng/AlphaEdit and xpq-tech/PMET
+into a folder outside the repository, as ``rome/``, ``r-rome/``, ``memit/``, ``emmet/``,
+``alphaedit/`` and ``pmet/`` (see docs/reference-comparison.md), and pass it with
+``--reference-dir`` (or ``LM_EDIT_REFERENCE_DIR``); ``--editors`` picks the comparisons
+(all six by default).
 
 Both implementations get the same tiny random GPT-2, the same key statistics ``C``
 (collected once by lm-edit, handed to the reference by replacing its ``get_inv_cov`` /
@@ -108,6 +110,7 @@ def _block_output(file: str, cur_out: int) -> list[tuple[str, str, str, int]]:
 # copy of the reference code, so that it runs on CPU with the installed transformers.
 REFERENCE_PATCHES: dict[str, list[tuple[str, str, str, int]]] = {
     "rome": [_cpu("rome/compute_v.py", 4)],
+    "r-rome": [_cpu("rome/compute_v.py", 4)],
     "memit": [
         _cpu("rome/compute_v.py", 4),
         _cpu("memit/compute_z.py", 4),
@@ -140,14 +143,32 @@ REFERENCE_PATCHES: dict[str, list[tuple[str, str, str, int]]] = {
         ),
         ("AlphaEdit/compute_z.py", "def compute_z(", _FIRST + "def compute_z(", 1),
     ],
+    "pmet": [
+        _cpu("pmet/compute_zs.py", 11),
+        _cpu("pmet/pmet_main.py", 2),
+        ("pmet/pmet_main.py", '"cuda:0"', "{device!r}", 3),
+        ("pmet/pmet_main.py", '"cuda:1"', "{device!r}", 4),
+        ("pmet/compute_zs.py", "loss_layer)].output[0][", "loss_layer)].output)[", 2),
+        ("pmet/compute_zs.py", "full_repr = tr[", "full_repr = _first(tr[", 2),
+        ("pmet/compute_zs.py", "def compute_zs(", _FIRST + "def compute_zs(", 1),
+    ],
 }
 # Checkout folder -> the package of the method in it.
-PACKAGES = {"rome": "rome", "memit": "memit", "emmet": "emmet", "alphaedit": "AlphaEdit"}
+PACKAGES = {
+    "rome": "rome",
+    "r-rome": "rome",
+    "memit": "memit",
+    "emmet": "emmet",
+    "alphaedit": "AlphaEdit",
+    "pmet": "edit/pmet",
+}
 SOURCES = {
     "rome": "kmeng01/rome",
+    "r-rome": "scalable-model-editing/rebuilding-rome",
     "memit": "kmeng01/memit",
     "emmet": "scalable-model-editing/unified-model-editing",
     "alphaedit": "jianghoucheng/AlphaEdit",
+    "pmet": "xpq-tech/PMET",
 }
 
 
@@ -174,7 +195,7 @@ def reference_root() -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference-dir", default=os.environ.get("LM_EDIT_REFERENCE_DIR"))
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    parser.add_argument("--editors", default="rome,memit,emmet,alphaedit")
+    parser.add_argument("--editors", default=",".join(PACKAGES))
     args = parser.parse_args()
     root = Path(args.reference_dir) if args.reference_dir else None
     wanted = args.editors.split(",")
@@ -194,20 +215,22 @@ def reference_root() -> Path:
 
 
 ARGS: dict[str, Any] = {}
-COPIED = ("rome", "memit", "emmet", "AlphaEdit", "util")
+COPIED = ("rome", "memit", "emmet", "AlphaEdit", "pmet", "util")
 
 
 @contextlib.contextmanager
 def reference_code(checkout: Path, device: str) -> Iterator[Path]:
     """Import path of a patched temporary copy of ``checkout`` (its method packages, ``util``
     and ``globals.yml``); the imported modules are forgotten after."""
+    patches = REFERENCE_PATCHES[checkout.name]
+    code = checkout / Path(PACKAGES[checkout.name]).parent  # PMET's code is in edit/
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp)
         for name in COPIED:
-            if (checkout / name).is_dir():
-                shutil.copytree(checkout / name, copy / name)
-        shutil.copy(checkout / "globals.yml", copy / "globals.yml")
-        for file, old, new, count in REFERENCE_PATCHES[checkout.name]:
+            if (code / name).is_dir():
+                shutil.copytree(code / name, copy / name)
+        shutil.copy(code / "globals.yml", copy / "globals.yml")
+        for file, old, new, count in patches:
             path = copy / file
             text = path.read_text()
             found = text.count(old)
@@ -396,19 +419,36 @@ SETTINGS_ROME: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) -> list[Row]:
-    """ROME per request on the unedited model: reference execute_rome vs editor=rome."""
+# r-ROME's switches in rebuilding-rome's rome/rome_hparams.py: the prefix-averaged key and
+# output in the update (compute_v), not those of the bare prompt.
+R_ROME_HPARAMS = dict(
+    enable_random_prefix_keys=True, enable_prompt_keys=False, original_implementation=False
+)
+ROME_VARIANTS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    # checkout: (reference hyperparameters beyond ROME's, settings compared)
+    "rome": ({}, list(SETTINGS_ROME)),
+    "r-rome": (R_ROME_HPARAMS, ["default, early_stop_on=loss", "converging, early_stop_on=loss"]),
+}
+
+
+def compare_rome(
+    root: Path, model, tokenizer, stats_file: Path, device: str, name: str = "rome"
+) -> list[Row]:
+    """ROME or r-ROME (``name``) per request on the unedited model: the reference's
+    execute_rome vs editor=``name``."""
     rows = []
     layer = LAYERS_ROME[0]
     weight = f"transformer.h.{layer}.mlp.c_proj.weight"
     flat = [t for group in TEMPLATES_ROME for t in group]
-    with reference_code(root / "rome", device):
+    extra_hparams, settings = ROME_VARIANTS[name]
+    with reference_code(root / name, device):
         rome_main = importlib.import_module("rome.rome_main")
         compute_u_mod = importlib.import_module("rome.compute_u")
         compute_v_mod = importlib.import_module("rome.compute_v")
         repr_tools = importlib.import_module("rome.repr_tools")
         hparams_cls = importlib.import_module("rome.rome_hparams").ROMEHyperParams
-        for setting, (values, extra) in SETTINGS_ROME.items():
+        for setting in settings:
+            values, extra = SETTINGS_ROME[setting]
             overrides = {
                 **values,
                 "layers": [layer],
@@ -418,7 +458,7 @@ def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) ->
                 "stats_ridge": 0.0,
                 **extra,
             }
-            editor = lm_edit_editor(model, tokenizer, "rome", overrides)
+            editor = lm_edit_editor(model, tokenizer, name, overrides)
             cov = editor.covariances[layer]
             inv = torch.linalg.inv(cov.double()).to(model.dtype)
             compute_u_mod.get_inv_cov = lambda *a, inv=inv, **k: inv
@@ -428,7 +468,11 @@ def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) ->
                 context_template_length_params=[],
                 **GPT2_HPARAMS,
                 **values,
+                **extra_hparams,
             )
+            # where the reference's update starts from: the bare prompt (ROME) or the
+            # average over the context templates (r-ROME)
+            averaged = extra_hparams.get("enable_random_prefix_keys", False)
             for request in REQUESTS:
                 req = {**request, "target_new": {"str": TARGETS[request["case_id"]]}}
                 us, vs = [], []
@@ -442,14 +486,24 @@ def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) ->
                 dw_ref = rome_main.upd_matrix_match_shape(
                     u_ref.unsqueeze(1) @ v_right.unsqueeze(0), model.get_parameter(weight).shape
                 )
-                k_in, k_out = compute_v_mod.get_module_input_output_at_word(
-                    model,
-                    tokenizer,
-                    layer,
-                    req["prompt"],
-                    req["subject"],
-                    hparams.rewrite_module_tmp,
-                    hparams.fact_token,
+                contexts = [t.format(req["prompt"]) for t in flat] if averaged else [req["prompt"]]
+                k_in, k_out = (
+                    torch.stack(pair).mean(0)
+                    for pair in zip(
+                        *(
+                            compute_v_mod.get_module_input_output_at_word(
+                                model,
+                                tokenizer,
+                                layer,
+                                context,
+                                req["subject"],
+                                hparams.rewrite_module_tmp,
+                                hparams.fact_token,
+                            )
+                            for context in contexts
+                        ),
+                        strict=True,
+                    )
                 )
                 v_ref = k_out + v_right * torch.dot(k_in, u_ref)
                 k_ref = repr_tools.get_reprs_at_word_tokens(
@@ -470,7 +524,7 @@ def compare_rome(root: Path, model, tokenizer, stats_file: Path, device: str) ->
                 u_ours = u_ours * torch.sign(torch.dot(u_ours, u_ref.double()))
                 rows.append(
                     Row(
-                        "rome",
+                        name,
                         f"{setting} [{request['case_id']}, steps {value.steps}]",
                         [rel(dw_ref, ours)],
                         rel(v_ref, value.target),
@@ -749,6 +803,79 @@ def compare_alphaedit(root: Path, model, tokenizer, stats_file: Path, device: st
     return rows
 
 
+# PMET: its editor defaults (editors/pmet.yaml: 30 steps, lr 0.2, kl 1, with memit.yaml's
+# clamp and decay), MEMIT's v* settings and a long optimisation; in the last two the
+# reference's argmax rule fires, so they are also run with lm-edit's rule switched off.
+NO_ARGMAX_RULE = {"argmax_nll_factor": None}
+SETTINGS_PMET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "pmet defaults (30 steps, lr 0.2, clamp 0.75, kl 1)": (
+        common_values(30, 0.2, 0.75, 0.5, kl=1.0),
+        {},
+    ),
+    "MEMIT's v* settings (25 steps, lr 0.5, clamp 4)": (common_values(25, 0.5, 4.0, 0.5), {}),
+    "MEMIT's v* settings, argmax_nll_factor=none": (
+        common_values(25, 0.5, 4.0, 0.5),
+        NO_ARGMAX_RULE,
+    ),
+    "long (60 steps, lr 0.5, clamp 4, kl 1)": (common_values(60, 0.5, 4.0, 0.5, kl=1.0), {}),
+    "long, argmax_nll_factor=none": (common_values(60, 0.5, 4.0, 0.5, kl=1.0), NO_ARGMAX_RULE),
+}
+PMET_MLP = "transformer.h.{}.mlp.c_proj"
+PMET_ATTN = "transformer.h.{}.attn.c_proj"
+
+
+def pmet_hparams(hparams_cls, values: dict[str, Any]):
+    """The reference's PMET hyperparameters: GPT-2's modules in the roles of its GPT-J
+    file's (``mlp_module_tmp`` the rewritten MLP output projection, ``attn_module_tmp``
+    the attention output projection), only the MLP rewritten."""
+    modules = {**GPT2_HPARAMS, "mlp_module_tmp": PMET_MLP, "attn_module_tmp": PMET_ATTN}
+    return hparams_cls(
+        layers=LAYERS_MEMIT,
+        layer_selection="all",
+        mom2_update_weight=MEMIT_LAMBDA,
+        nll_loss_factor=1.0,
+        rewrite_module_tmps=[PMET_MLP],
+        **modules,
+        **values,
+    )
+
+
+def compare_pmet(root: Path, model, tokenizer, stats_file: Path, device: str) -> list[Row]:
+    """PMET on a batch of all requests: reference execute_pmet vs editor=pmet."""
+    rows = []
+    requests = batch_requests(TARGETS)
+    with reference_code(root / "pmet", device):
+        main = importlib.import_module("pmet.pmet_main")
+        hparams_cls = importlib.import_module("pmet.pmet_hparams").PMETHyperParams
+        for setting, (values, extra) in SETTINGS_PMET.items():
+            overrides = batch_overrides(stats_file, values, extra)
+            editor = lm_edit_editor(model, tokenizer, "pmet", overrides)
+            hand_inputs(main, editor, model)
+            hparams = pmet_hparams(hparams_cls, values)
+            zs, ks = [], []
+            with quiet(), recording(main, "compute_zs", zs), recording(main, "compute_ks", ks):
+                dw_ref = main.execute_pmet(model, tokenizer, requests, hparams)
+            dw_ours, our_values, our_keys = recorded_ours(
+                model, tokenizer, editor, requests, BATCH_NAMES
+            )
+            v_ref = torch.stack([z_mlp for _, _, (_, z_mlp) in zs], dim=1)
+            v_ours = torch.stack([v.target for v in our_values[0][2]], dim=1)
+            k_diffs = [
+                rel(ref[2][PMET_MLP], mine[2].T) for ref, mine in zip(ks, our_keys, strict=True)
+            ]
+            steps = sorted({v.steps for v in our_values[0][2]})
+            rows.append(
+                Row(
+                    "pmet",
+                    f"{setting} [steps {steps}]",
+                    [rel(dw_ref[n], dw_ours[n]) for n in BATCH_NAMES],
+                    rel(v_ref, v_ours),
+                    max(k_diffs),
+                )
+            )
+    return rows
+
+
 def check_rome_batch(model, tokenizer, stats_file: Path) -> list[Row]:
     """lm-edit's ROME on all requests in one batch (the reference edits one at a time, so
     there is nothing to compare with): the batched equality solve must write every
@@ -808,12 +935,16 @@ def main() -> None:
     if "rome" in editors:
         rows += compare_rome(root, model, tokenizer, stats_file, device)
         rows += check_rome_batch(model, tokenizer, stats_file)
+    if "r-rome" in editors:
+        rows += compare_rome(root, model, tokenizer, stats_file, device, "r-rome")
     if "memit" in editors:
         rows += compare_memit(root, model, tokenizer, stats_file, device)
     if "emmet" in editors:
         rows += compare_emmet(root, model, tokenizer, stats_file, device)
     if "alphaedit" in editors:
         rows += compare_alphaedit(root, model, tokenizer, stats_file, device)
+    if "pmet" in editors:
+        rows += compare_pmet(root, model, tokenizer, stats_file, device)
     print_table(rows, ARGS["dtype"])
 
 

@@ -299,3 +299,42 @@ def test_rome_edits_a_model_that_normalises_the_mlp_output(tiny_tokenizer, isola
     model = _tiny_gemma2(len(tiny_tokenizer))
     record = lm_edit.edit(model, tiny_tokenizer, REQUESTS[:1], "rome", layers=[1], **FAST)
     assert list(record.originals) == ["model.layers.1.mlp.down_proj.weight"]
+
+
+@pytest.mark.parametrize("editor", ["rome", "r-rome"])
+def test_the_update_writes_v_star_on_the_key_its_paper_constrains(
+    editor, tiny_tokenizer, isolated_cache
+):
+    """ROME's code makes the MLP output v* for the bare prompt's key; r-ROME (Rebuilding
+    ROME's Λ* = v* − W k*) for the template-averaged key k*, on a model with MLP bias."""
+    from lm_edit.core.anatomy import resolve_anatomy
+    from lm_edit.editors.locate.keys import request_keys
+    from lm_edit.editors.registry import create_editor
+
+    model = make_tiny_model("gpt2", len(tiny_tokenizer)).double()
+    requests = REQUESTS[:1]
+    anatomy = resolve_anatomy(model)
+    spec = resolve_editor(editor, model, {**FAST, "layers": [1]})
+    locate = create_editor(spec, anatomy, seed=0)
+    locate.prepare(model, tiny_tokenizer)
+    (value,) = locate.target_values(model, tiny_tokenizer, 1, requests)
+    templates = locate.templates if editor == "r-rome" else ["{}"]
+    keys = request_keys(model, tiny_tokenizer, anatomy, 1, requests, templates).double()
+    projection = model.get_submodule("transformer.h.1.mlp.c_proj")
+    with torch.no_grad():
+        unedited = projection(keys.T)[0]
+    locate.apply(model, tiny_tokenizer, requests)
+    with torch.no_grad():
+        written = projection(keys.T)[0]
+    target = value.target.double()
+    assert not torch.allclose(unedited, target, atol=1e-3)
+    torch.testing.assert_close(written, target, rtol=1e-7, atol=1e-7)
+
+
+def test_r_rome_refuses_several_layers_by_name(tiny_tokenizer, isolated_cache):
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    with pytest.raises(ValueError, match=r"residual_from=keys .* layers=\[1, 2\]"):
+        lm_edit.edit(model, tiny_tokenizer, REQUESTS[:1], "r-rome", layers=[1, 2], **FAST)
+    lm_edit.edit(
+        model, tiny_tokenizer, REQUESTS[:1], "r-rome", layers=[1, 2], residual_from="prompt", **FAST
+    )

@@ -83,3 +83,66 @@ def test_early_stop_on_the_loss_keeps_going_while_the_other_terms_are_large(
         result = optimise_value(model, tiny_tokenizer, anatomy, 1, REQUEST, ["{}"], config)
         steps[watched] = result.steps
     assert steps == {"nll": 2, "loss": 6}
+
+
+def test_targets_are_argmax_needs_every_target_token_on_top():
+    log_probs = torch.log_softmax(torch.tensor([[[0.0, 2.0, 1.0], [3.0, 0.0, 3.0]]]), dim=-1)
+    assert values._targets_are_argmax(log_probs, [([0, 1], [1, 0])])
+    assert values._targets_are_argmax(log_probs, [([0, 1], [1, 2])])  # a tie is on top
+    assert not values._targets_are_argmax(log_probs, [([0, 1], [2, 0])])
+
+
+def _argmax_from_pass(monkeypatch, first: int) -> None:
+    """Make the argmax test report the target on top from pass ``first`` on (it runs once
+    per pass, from the first; the count starts afresh at each call of this helper)."""
+    calls = []
+
+    def fake(log_probs, spans):
+        calls.append(1)
+        return len(calls) >= first
+
+    monkeypatch.setattr(values, "_targets_are_argmax", fake)
+
+
+def test_pmets_argmax_rule_stops_once_the_kl_term_is_small(tiny_tokenizer, monkeypatch):
+    """PMET's compute_zs: on a pass where the target leads everywhere and kl · KL is small
+    enough, the optimisation stops before that pass's step."""
+    model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    anatomy = resolve_anatomy(model)
+    plain = ValueConfig(v_num_grad_steps=3, early_stop_nll=0.0)
+    expected = optimise_value(model, tiny_tokenizer, anatomy, 1, REQUEST, ["{}"], plain)
+    _argmax_from_pass(monkeypatch, 3)
+    ruled = ValueConfig(
+        v_num_grad_steps=10, early_stop_nll=0.0, argmax_nll_factor=0.1, argmax_kl_stop=1e9
+    )
+    found = optimise_value(model, tiny_tokenizer, anatomy, 1, REQUEST, ["{}"], ruled)
+    assert found.steps == 3
+    assert torch.equal(found.target, expected.target)
+
+
+def test_pmets_argmax_rule_reweighs_the_nll_of_the_next_passes(tiny_tokenizer, monkeypatch):
+    model = make_tiny_model("gpt2", len(tiny_tokenizer))
+    anatomy = resolve_anatomy(model)
+    settings = {"v_num_grad_steps": 6, "early_stop_nll": 0.0, "argmax_kl_stop": 0.0}
+    plain = optimise_value(
+        model, tiny_tokenizer, anatomy, 1, REQUEST, ["{}"], ValueConfig(**settings)
+    )
+    ruled = ValueConfig(argmax_nll_factor=0.1, **settings)
+    _argmax_from_pass(monkeypatch, 3)
+    found = optimise_value(model, tiny_tokenizer, anatomy, 1, REQUEST, ["{}"], ruled)
+    assert found.steps == plain.steps == 6
+    assert not torch.allclose(found.target, plain.target)
+    short = {**settings, "v_num_grad_steps": 3}
+    # before the rule fires (the step after pass 3) both runs are the same
+    first = optimise_value(model, tiny_tokenizer, anatomy, 1, REQUEST, ["{}"], ValueConfig(**short))
+    _argmax_from_pass(monkeypatch, 3)
+    again = optimise_value(
+        model,
+        tiny_tokenizer,
+        anatomy,
+        1,
+        REQUEST,
+        ["{}"],
+        ValueConfig(argmax_nll_factor=0.1, **short),
+    )
+    assert torch.equal(first.target, again.target)

@@ -61,6 +61,7 @@ class LocateConfig(LayerChoice, ValueConfig, EditorConfig):
     residual_site: Literal["block", "mlp"] = "block"
     residual_split: Literal["linear", "sqrt"] = "linear"
     consistent_keys: bool = True
+    residual_from: Literal["prompt", "keys"] = "prompt"
     use_covariance: bool = True
     mom2_update_weight: float | None = argument(None, gt=0)
     emmet_lambda: float = argument(0.0, ge=0)
@@ -115,6 +116,10 @@ class LocateEditor(Editor):
         # PMET's paper weight (1.0), read at the subject's last token as the reference
         # does, holds a tiny random model too tightly for 40 steps
         "kl_factor": 0.0625,
+        # PMET's rule once the target leads (argmax_nll_factor) ends v* at the first pass
+        # where it does, too weak for the spread over layers of a tiny random model
+        # (tests/test_value_terms.py checks the rule itself)
+        "argmax_nll_factor": None,
         "clamp_norm_factor": 100.0,
         "nullspace_threshold": 0.5,  # AlphaEdit: few statistics leave few small eigenvalues
         "nullspace_relative": True,
@@ -159,6 +164,7 @@ class LocateEditor(Editor):
         """Generate context templates and load key statistics (once per stream)."""
         layers = resolve_layers(self.config, self.anatomy.num_layers(model))
         self._check_residual_writes(model, layers)
+        self._check_residual_from(layers)
         if self._templates is None:
             self._templates, self._group_sizes = self._context_templates(model, tokenizer)
         if self._statistics is None and self._needs_statistics():
@@ -205,6 +211,20 @@ class LocateEditor(Editor):
                 "change of the MLP's output projection. Edit one layer with the value at "
                 "the MLP output instead: editor=rome, or this editor with value_site=mlp "
                 "and one layer (e.g. layers=<n>)."
+            )
+
+    def _check_residual_from(self, layers: list[int]) -> None:
+        """``residual_from: keys`` (r-ROME) is defined for one layer whose MLP output carries
+        v*, with the averaged key as the constraint."""
+        config = self.config
+        if config.residual_from != "keys":
+            return
+        if len(layers) != 1 or config.value_site != "mlp" or not config.consistent_keys:
+            raise ValueError(
+                f"{self.name}: residual_from=keys (r-ROME's v* − W k*) needs one edited "
+                f"layer, value_site=mlp and consistent_keys=true; got layers={layers}, "
+                f"value_site={config.value_site}, consistent_keys={config.consistent_keys}. "
+                "Use residual_from=prompt for the other settings."
             )
 
     def _inverse(self, stats: KeyStatistics) -> torch.Tensor:
@@ -264,6 +284,8 @@ class LocateEditor(Editor):
         values = self.target_values(model, tokenizer, layers[-1], requests)
         record.details["value_nll"] = [round(v.final_nll, 4) for v in values]
         shift = torch.stack([v.target - v.initial for v in values], dim=1).double()
+        if self.config.residual_from == "keys":
+            shift = self._residual_at_keys(model, tokenizer, requests, layers[0], values)
         goal = None
         if len(layers) > 1:
             measured = self._measure(model, tokenizer, requests, layers[-1])
@@ -278,6 +300,20 @@ class LocateEditor(Editor):
             self._edit_layer(model, tokenizer, requests, layer, shift / share, record)
         if self.config.solver == "null_space":
             self._remember_keys(model, tokenizer, requests, layers, record)
+
+    def _residual_at_keys(
+        self, model, tokenizer, requests, layer: int, values: list[ValueResult]
+    ) -> torch.Tensor:
+        """``v* − W k* − b`` per request (r-ROME): what the edited MLP output projection must
+        add for the template-averaged key, rather than the shift of v* from the bare
+        prompt's output."""
+        keys = self._keys(model, tokenizer, layer, requests)
+        projection = model.get_submodule(self.anatomy.mlp_out_name(layer))
+        weight = next(projection.parameters())
+        with torch.no_grad():
+            produced = projection(keys.T.to(weight.device, weight.dtype)).double().T
+        targets = torch.stack([v.target for v in values], dim=1).double()
+        return targets.to(produced.device) - produced
 
     def target_values(
         self, model, tokenizer, layer: int, requests: list[EditRequest]

@@ -20,6 +20,11 @@ with ``‖δ‖`` clamped to
 ``joint_attention_value`` (PMET) optimises a second vector on the attention output of
 the same block together with ``δ``; it shapes ``δ`` but only ``δ`` is returned, since
 only the MLP is rewritten.
+
+``argmax_nll_factor`` (PMET's code, ``compute_zs.py``): after a pass in which the new
+target is the argmax at every target token of every rewriting prompt, the next pass
+weighs the NLL by this factor, and the optimisation stops once ``kl_factor · KL`` is at
+most ``argmax_kl_stop``; a pass in which it is not restores the weight 1.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ class ValueConfig:
     early_stop_on: Literal["nll", "loss"] = "nll"
     value_site: Literal["mlp", "block"] = "mlp"
     joint_attention_value: bool = False
+    argmax_nll_factor: float | None = argument(
+        None, gt=0, help="NLL weight once the target is the argmax everywhere (PMET: 0.1)"
+    )
+    argmax_kl_stop: float = argument(0.01, ge=0, help="with argmax_nll_factor: stop below")
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ def optimise_value(
     ]
     reference: torch.Tensor | None = None
     nll = torch.tensor(float("inf"))
+    nll_weight = 1.0
     step = 0
     with frozen(model), torch.enable_grad(), ExitStack() as stack:
         for context in editors:
@@ -138,16 +148,33 @@ def optimise_value(
                 reference = essence.detach().clone()
             kl = F.kl_div(reference, essence, log_target=True, reduction="sum")
             decay = sum(d.norm() / initial[i].norm() ** 2 for i, d in enumerate(deltas))
-            loss = nll + config.kl_factor * kl + config.v_weight_decay * decay
+            weighted_kl = config.kl_factor * kl
+            loss = nll_weight * nll + weighted_kl + config.v_weight_decay * decay
             watched = nll if config.early_stop_on == "nll" else loss
             if watched.item() < config.early_stop_nll or step == config.v_num_grad_steps:
                 break
+            if config.argmax_nll_factor is not None:
+                nll_weight = 1.0
+                if _targets_are_argmax(log_probs, rows.target_spans):
+                    nll_weight = config.argmax_nll_factor
+                    if weighted_kl.item() <= config.argmax_kl_stop:
+                        break
             loss.backward()
             optimiser.step()
             for index, delta in enumerate(deltas):
                 _clamp_(delta, config.clamp_norm_factor * initial[index].norm())
     shift = deltas[0].detach().float()
     return ValueResult(initial[0] + shift, initial[0], float(nll.item()), step)
+
+
+def _targets_are_argmax(log_probs: torch.Tensor, spans: list[Span]) -> bool:
+    """Whether every target token of every row is its position's most likely token."""
+    for row, (positions, token_ids) in enumerate(spans):
+        scores = log_probs[row, torch.tensor(positions, device=log_probs.device)].detach()
+        wanted = scores[torch.arange(len(token_ids)), torch.tensor(token_ids, device=scores.device)]
+        if (wanted < scores.max(dim=-1).values).any():
+            return False
+    return True
 
 
 def value_site_name(anatomy: ModelAnatomy, layer: int, site: str) -> str:
