@@ -147,6 +147,32 @@ def test_refine_locates_on_the_rephrases_too(refine, tiny_tokenizer, monkeypatch
     assert seen == [(prompts, "Paris", 0.5)]
 
 
+def test_without_an_old_answer_the_models_own_next_token_is_located_and_erased(
+    tiny_tokenizer, monkeypatch
+):
+    """The fallback attributes and erases the exact token the model predicts, even one that
+    does not start a word (its text, tokenised again after a space, is another fact)."""
+    from lm_edit.data.requests import EditRequest
+    from lm_edit.editors.neurons import editor
+
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    prompt = "The city named after Eiffel"
+    predicted = int(_logits(model, tiny_tokenizer, prompt).argmax())
+    retokenised = answer_queries(tiny_tokenizer, prompt, tiny_tokenizer.decode([predicted]))
+    assert [q.token for q in retokenised] != [predicted]  # a word piece: text is not enough
+    seen = []
+    original = editor.locate
+
+    def spy(model, tokenizer, anatomy, prompts, answer, settings):
+        seen.append([q.token for q in answer_queries(tokenizer, prompts[0], answer)])
+        return original(model, tokenizer, anatomy, prompts, answer, settings)
+
+    monkeypatch.setattr(editor, "locate", spy)
+    request = EditRequest("g", prompt, "Eiffel", "Rome")
+    _stream(model, tiny_tokenizer).apply([request], progress=False)
+    assert seen == [[predicted]]
+
+
 @pytest.mark.parametrize("value_sign", ["fixed", "activation"])
 def test_value_sign_writes_each_change_with_the_activation_sign(
     value_sign, tiny_tokenizer, monkeypatch

@@ -34,9 +34,12 @@ from torch import nn
 from lm_edit.core.anatomy import ModelAnatomy, UnsupportedArchitectureError
 from lm_edit.core.hooks import CACHE_KWARGS, capture_inputs, replace_last_input, run_until_stop
 from lm_edit.core.placement import input_device
-from lm_edit.core.tokens import prompt_and_target
+from lm_edit.core.tokens import encode, prompt_and_target
 
 Neuron = tuple[int, int]
+Answer = str | tuple[int, ...]
+"""An answer as text (tokenised after each prompt, with a leading space) or as token ids
+(the model's own next token, which need not start a word)."""
 """(layer, index of the unit in the MLP's intermediate activation)."""
 
 
@@ -60,9 +63,17 @@ class AttributionSettings:
     cached: bool = True
 
 
-def answer_queries(tokenizer, prompt: str, answer: str) -> list[Query]:
-    """One query per token of ``" " + answer`` after ``prompt`` (teacher-forced)."""
-    whole, start = prompt_and_target(tokenizer, prompt, " " + answer.strip())
+def answer_tokens(tokenizer, prompt: str, answer: Answer) -> tuple[list[int], int]:
+    """Ids of ``prompt`` followed by ``answer``, and the index where the answer starts."""
+    if isinstance(answer, tuple):
+        ids = encode(tokenizer, prompt)
+        return ids + list(answer), len(ids)
+    return prompt_and_target(tokenizer, prompt, " " + answer.strip())
+
+
+def answer_queries(tokenizer, prompt: str, answer: Answer) -> list[Query]:
+    """One query per token of ``answer`` after ``prompt`` (teacher-forced)."""
+    whole, start = answer_tokens(tokenizer, prompt, answer)
     return [Query(whole[:position], whole[position]) for position in range(start, len(whole))]
 
 
@@ -200,7 +211,7 @@ def locate(
     tokenizer,
     anatomy: ModelAnatomy,
     prompts: list[str],
-    answer: str,
+    answer: Answer,
     settings: AttributionSettings,
 ) -> list[Neuron]:
     """The knowledge neurons of ``answer`` after ``prompts`` (the same fact, phrased

@@ -28,13 +28,15 @@ from torch import nn
 from lm_edit.core.anatomy import weight_as_out_in
 from lm_edit.core.arguments import argument
 from lm_edit.core.record import EditRecord
-from lm_edit.core.tokens import encode, prompt_and_target
+from lm_edit.core.tokens import encode
 from lm_edit.core.training import frozen
 from lm_edit.data.requests import EditRequest
 from lm_edit.editors.base import Editor, EditorConfig, register_editor
 from lm_edit.editors.neurons.attribution import (
+    Answer,
     AttributionSettings,
     Neuron,
+    answer_tokens,
     last_activations,
     locate,
 )
@@ -66,7 +68,7 @@ class NeuronPlan:
     and the sign (+1 or -1) each neuron's change is written with."""
 
     neurons: list[Neuron]
-    old: str
+    old: Answer
     signs: dict[Neuron, float]
 
 
@@ -131,16 +133,17 @@ class KnowledgeNeuronsEditor(Editor):
         return NeuronPlan(neurons, old, signs)
 
     @staticmethod
-    def _greedy_token(model: nn.Module, tokenizer, prompt: str) -> str:
-        """The model's most likely next token after ``prompt``, as text."""
+    def _greedy_token(model: nn.Module, tokenizer, prompt: str) -> tuple[int]:
+        """The model's most likely next token after ``prompt``, as its id (its text need not
+        start a word, so it is not tokenised again)."""
         device = next(model.parameters()).device
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([encode(tokenizer, prompt)], device=device))
-        return tokenizer.decode([int(logits.logits[0, -1].argmax())])
+        return (int(logits.logits[0, -1].argmax()),)
 
-    def _embedding(self, model: nn.Module, tokenizer, prompt: str, answer: str) -> torch.Tensor:
+    def _embedding(self, model: nn.Module, tokenizer, prompt: str, answer: Answer) -> torch.Tensor:
         """Sum of the embeddings of ``answer``'s tokens (as tokenised after ``prompt``)."""
-        whole, start = prompt_and_target(tokenizer, prompt, " " + answer.strip())
+        whole, start = answer_tokens(tokenizer, prompt, answer)
         if self.config.embedding == "input":
             table = model.get_input_embeddings().weight
         else:
