@@ -43,9 +43,7 @@ import copy
 import importlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,12 +60,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # lm_edit and tests.conftest of this checkout
     sys.path.insert(0, str(ROOT))
 
+from easyedit_copy import Patch, find_checkout, patched_packages  # noqa: E402
+
 GRACE_DIR = Path("easyeditor/models/grace")
 GRACE_FILES = ("GRACE.py", "grace_main.py", "grace_hparams.py", "utils.py")
 PACKAGE_PREFIX = "easyedit_grace_"
 SEED = 0
 
-Patch = tuple[str, str, str, int]
 
 # -- textual patches of the reference copy: (file, old, new, expected count) --------------
 # Needed to import the four files on their own on CPU; no change of behaviour.
@@ -260,66 +259,22 @@ class ReferenceVariant:
     hparams_class: type
 
 
-def find_grace_checkout(reference_dir: str | None) -> Path:
-    """The EasyEdit checkout under ``reference_dir``, or exit with instructions."""
-    if reference_dir:
-        for root in (Path(reference_dir), Path(reference_dir) / "easyedit"):
-            if all((root / GRACE_DIR / name).is_file() for name in GRACE_FILES):
-                return root
-    problem = (
-        f"no EasyEdit GRACE code under {reference_dir} (needs {GRACE_DIR}/"
-        f"{{{','.join(GRACE_FILES)}}})"
-        if reference_dir
-        else "no reference code given"
-    )
-    sys.exit(
-        f"compare_grace: {problem}. Clone https://github.com/zjunlp/EasyEdit (compared "
-        "at commit 14cea82) or extract it from a mirror with `git --git-dir=<mirror> archive "
-        "HEAD easyeditor/models/grace | tar -x -C <dir>`, then pass --reference-dir <dir> "
-        "or set LM_EDIT_REFERENCE_DIR."
-    )
-
-
-def patched_copy(checkout: Path, target: Path, patches: list[Patch]) -> None:
-    """Copy the four GRACE files into package folder ``target`` and apply ``patches``."""
-    target.mkdir()
-    (target / "__init__.py").write_text("")
-    for name in GRACE_FILES:
-        shutil.copy(checkout / GRACE_DIR / name, target / name)
-    for file, old, new, count in patches:
-        path = target / file
-        text = path.read_text()
-        found = text.count(old)
-        if found != count:
-            sys.exit(f"compare_grace: patch {old[:60]!r} expected {count}x in {file}, got {found}")
-        path.write_text(text.replace(old, new))
-
-
 @contextlib.contextmanager
 def reference_variants(checkout: Path) -> Iterator[dict[str, ReferenceVariant]]:
     """The variants R0-R5 imported from patched copies in a temporary folder; the imported
     modules are forgotten after."""
-    with tempfile.TemporaryDirectory(prefix="lm-edit-grace-") as tmp:
-        sys.path.insert(0, tmp)
-        try:
-            variants = {}
-            for index, (name, patches) in enumerate(VARIANTS.items()):
-                package = f"{PACKAGE_PREFIX}r{index}"
-                patched_copy(checkout, Path(tmp) / package, BASE_PATCHES + patches)
-                importlib.invalidate_caches()
-                variants[name] = ReferenceVariant(
-                    grace_main=importlib.import_module(f"{package}.grace_main"),
-                    grace=importlib.import_module(f"{package}.GRACE"),
-                    hparams_class=importlib.import_module(
-                        f"{package}.grace_hparams"
-                    ).GraceHyperParams,
-                )
-            yield variants
-        finally:
-            sys.path.remove(tmp)
-            for module in list(sys.modules):
-                if module.startswith(PACKAGE_PREFIX):
-                    del sys.modules[module]
+    variants = {name: BASE_PATCHES + patches for name, patches in VARIANTS.items()}
+    with patched_packages(
+        checkout, GRACE_DIR, GRACE_FILES, variants, PACKAGE_PREFIX, "compare_grace"
+    ) as packages:
+        yield {
+            name: ReferenceVariant(
+                grace_main=importlib.import_module(f"{package}.grace_main"),
+                grace=importlib.import_module(f"{package}.GRACE"),
+                hparams_class=importlib.import_module(f"{package}.grace_hparams").GraceHyperParams,
+            )
+            for name, package in packages.items()
+        }
 
 
 def print_patches() -> None:
@@ -887,7 +842,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Import the reference variants, run the settings and extra checks, print the table."""
     args = parse_args()
-    checkout = find_grace_checkout(args.reference_dir)
+    checkout = find_checkout(args.reference_dir, GRACE_DIR, GRACE_FILES, "compare_grace")
     torch.set_num_threads(1)  # bit-for-bit comparisons: one reduction order
     import transformers
 

@@ -61,9 +61,7 @@ import importlib
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +73,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # lm_edit and tests.conftest of this checkout
     sys.path.insert(0, str(ROOT))
+
+from easyedit_copy import Patch, find_checkout, patched_packages  # noqa: E402
 
 KN_DIR = Path("easyeditor/models/kn")
 KN_FILES = (
@@ -89,7 +89,6 @@ KN_FILES = (
 PACKAGE_PREFIX = "easyedit_kn_"
 KN_PY = "knowledge_neurons/knowledge_neurons/knowledge_neurons.py"
 
-Patch = tuple[str, str, str, int]
 
 # -- textual patches of the reference copy: (file, old, new, expected count) --------------
 # Needed to import the KN files on their own on CPU; no change of behaviour.
@@ -183,58 +182,18 @@ THRESHOLD, P = 0.2, 0.4
 
 
 # -- the reference ------------------------------------------------------------------------
-def find_kn_checkout(reference_dir: str | None) -> Path:
-    """The EasyEdit checkout under ``reference_dir``, or exit with instructions."""
-    if reference_dir:
-        for root in (Path(reference_dir), Path(reference_dir) / "easyedit"):
-            if all((root / KN_DIR / name).is_file() for name in KN_FILES):
-                return root
-    problem = (
-        f"no EasyEdit KN code under {reference_dir} (needs {KN_DIR}/ with {', '.join(KN_FILES)})"
-        if reference_dir
-        else "no reference code given"
-    )
-    sys.exit(
-        f"compare_kn: {problem}. Clone https://github.com/zjunlp/EasyEdit (compared at "
-        "commit 14cea82) or extract it from a mirror with `git --git-dir=<mirror> archive "
-        "HEAD easyeditor/models/kn | tar -x -C <dir>`, then pass --reference-dir <dir> or "
-        "set LM_EDIT_REFERENCE_DIR."
-    )
-
-
-def patched_copy(checkout: Path, target: Path, patches: list[Patch]) -> None:
-    """Copy the KN files into package folder ``target`` and apply ``patches``."""
-    for name in KN_FILES:
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(checkout / KN_DIR / name, target / name)
-    for file, old, new, count in patches:
-        path = target / file
-        text = path.read_text()
-        found = text.count(old)
-        if found != count:
-            sys.exit(f"compare_kn: patch {old[:60]!r} expected {count}x in {file}, got {found}")
-        path.write_text(text.replace(old, new))
-
-
 @contextlib.contextmanager
 def reference_variants(checkout: Path) -> Iterator[dict[str, ModuleType]]:
     """``kn_main`` of each variant, imported from patched copies in a temporary folder;
     the imported modules are forgotten after."""
-    with tempfile.TemporaryDirectory(prefix="lm-edit-kn-") as tmp:
-        sys.path.insert(0, tmp)
-        try:
-            variants = {}
-            for name, patches in VARIANTS.items():
-                package = f"{PACKAGE_PREFIX}{name.lower()}"
-                patched_copy(checkout, Path(tmp) / package, BASE_PATCHES + patches)
-                importlib.invalidate_caches()
-                variants[name] = importlib.import_module(f"{package}.kn_main")
-            yield variants
-        finally:
-            sys.path.remove(tmp)
-            for module in list(sys.modules):
-                if module.startswith(PACKAGE_PREFIX):
-                    del sys.modules[module]
+    variants = {name: BASE_PATCHES + patches for name, patches in VARIANTS.items()}
+    with patched_packages(
+        checkout, KN_DIR, KN_FILES, variants, PACKAGE_PREFIX, "compare_kn"
+    ) as packages:
+        yield {
+            name: importlib.import_module(f"{package}.kn_main")
+            for name, package in packages.items()
+        }
 
 
 def print_patches() -> None:
@@ -644,7 +603,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Import the reference variants, run the settings, print the table."""
     args = parse_args()
-    checkout = find_kn_checkout(args.reference_dir)
+    checkout = find_checkout(args.reference_dir, KN_DIR, KN_FILES, "compare_kn")
     torch.set_num_threads(1)  # one reduction order on both sides
     import transformers
 

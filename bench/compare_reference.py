@@ -42,6 +42,10 @@ from typing import Any
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # lm_edit of this checkout, not another installed copy
+    sys.path.insert(0, str(ROOT))
+
 LAYERS_ROME = [2]
 LAYERS_MEMIT = [1, 2, 3]
 N_LAYER = 5

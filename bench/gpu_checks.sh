@@ -14,12 +14,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 # LoRA on the GPU/CPU split first, alone and with its whole traceback (it failed on an H200
 # once, with the traceback lost to the time limit). SIGINT at the limit makes pytest print
-# the failures it has so far instead of dying silently.
-timeout -s INT "${LORA_S:-60}" python3 -m pytest -q -p no:cacheprovider --tb=long -rxXf \
+# the failures it has so far instead of dying silently; -k kills it 15 s later if it hangs.
+timeout -s INT -k 15 "${LORA_S:-60}" python3 -m pytest -q -p no:cacheprovider --tb=long -rxXf \
   tests/test_placement.py -k "lora and cuda" > "$OUT/placement_lora.txt" 2>&1
 grep -E "^(FAILED|ERROR|XFAIL|XPASS)|passed|failed|Error" "$OUT/placement_lora.txt" | head -n 20
-timeout -s INT "${PLACEMENT_S:-150}" python3 -m pytest -q -p no:cacheprovider --tb=short -rf \
-  tests/test_placement.py > "$OUT/placement.txt" 2>&1
+timeout -s INT -k 15 "${PLACEMENT_S:-150}" python3 -m pytest -q -p no:cacheprovider --tb=short \
+  -rf tests/test_placement.py -k "not (lora and cuda)" > "$OUT/placement.txt" 2>&1
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/placement.txt"
 timeout "${BENCH_S:-300}" python3 bench/bench_gpu.py --size 7b --device cuda --dtype bfloat16 \
   --memit-batches "${MEMIT_BATCHES:-1,100}" --out "$OUT/lm_edit_gpu.json" > "$OUT/bench.log" 2>&1

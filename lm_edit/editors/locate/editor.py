@@ -214,17 +214,23 @@ class LocateEditor(Editor):
             )
 
     def _check_residual_from(self, layers: list[int]) -> None:
-        """``residual_from: keys`` (r-ROME) is defined for one layer whose MLP output carries
-        v*, with the averaged key as the constraint."""
+        """``residual_from: keys`` (r-ROME) is defined for the equality solve on one layer
+        whose MLP output carries v*, with the averaged key as the constraint."""
         config = self.config
         if config.residual_from != "keys":
             return
-        if len(layers) != 1 or config.value_site != "mlp" or not config.consistent_keys:
+        if (
+            len(layers) != 1
+            or config.value_site != "mlp"
+            or config.solver != "equality"
+            or not config.consistent_keys
+        ):
             raise ValueError(
                 f"{self.name}: residual_from=keys (r-ROME's v* − W k*) needs one edited "
-                f"layer, value_site=mlp and consistent_keys=true; got layers={layers}, "
-                f"value_site={config.value_site}, consistent_keys={config.consistent_keys}. "
-                "Use residual_from=prompt for the other settings."
+                "layer, value_site=mlp, solver=equality and consistent_keys=true; got "
+                f"layers={layers}, value_site={config.value_site}, solver={config.solver}, "
+                f"consistent_keys={config.consistent_keys}. Use residual_from=prompt for the "
+                "other settings."
             )
 
     def _inverse(self, stats: KeyStatistics) -> torch.Tensor:
@@ -284,8 +290,10 @@ class LocateEditor(Editor):
         values = self.target_values(model, tokenizer, layers[-1], requests)
         record.details["value_nll"] = [round(v.final_nll, 4) for v in values]
         shift = torch.stack([v.target - v.initial for v in values], dim=1).double()
+        keys = None  # the first layer's, when already computed
         if self.config.residual_from == "keys":
-            shift = self._residual_at_keys(model, tokenizer, requests, layers[0], values)
+            keys = self._keys(model, tokenizer, layers[0], requests)
+            shift = self._residual_at_keys(model, keys, layers[0], values)
         goal = None
         if len(layers) > 1:
             measured = self._measure(model, tokenizer, requests, layers[-1])
@@ -297,17 +305,24 @@ class LocateEditor(Editor):
             share = remaining
             if self.config.residual_split == "sqrt":
                 share = math.sqrt(remaining)
-            self._edit_layer(model, tokenizer, requests, layer, shift / share, record)
+            self._edit_layer(
+                model,
+                tokenizer,
+                requests,
+                layer,
+                shift / share,
+                record,
+                keys if not position else None,
+            )
         if self.config.solver == "null_space":
             self._remember_keys(model, tokenizer, requests, layers, record)
 
     def _residual_at_keys(
-        self, model, tokenizer, requests, layer: int, values: list[ValueResult]
+        self, model, keys: torch.Tensor, layer: int, values: list[ValueResult]
     ) -> torch.Tensor:
         """``v* − W k* − b`` per request (r-ROME): what the edited MLP output projection must
-        add for the template-averaged key, rather than the shift of v* from the bare
-        prompt's output."""
-        keys = self._keys(model, tokenizer, layer, requests)
+        add for the template-averaged keys ``keys``, rather than the shift of v* from the
+        bare prompt's output."""
         projection = model.get_submodule(self.anatomy.mlp_out_name(layer))
         weight = next(projection.parameters())
         with torch.no_grad():
@@ -355,10 +370,13 @@ class LocateEditor(Editor):
         layer: int,
         residual: torch.Tensor,
         record: EditRecord,
+        keys: torch.Tensor | None = None,
     ) -> None:
-        """Solve for this layer's update that adds ``residual`` on the requests' keys."""
+        """Solve for this layer's update that adds ``residual`` on the requests' keys
+        (``keys``, when the caller computed them on the model as it is)."""
         name = self.anatomy.mlp_out_name(layer)
-        keys = self._keys(model, tokenizer, layer, requests)
+        if keys is None:
+            keys = self._keys(model, tokenizer, layer, requests)
         update = self._solve(model, tokenizer, requests, layer, keys, residual)
         record.snapshot(model, f"{name}.weight")
         add_weight_delta(model.get_submodule(name), update, self.anatomy.transposed)

@@ -23,8 +23,9 @@ only the MLP is rewritten.
 
 ``argmax_nll_factor`` (PMET's code, ``compute_zs.py``): after a pass in which the new
 target is the argmax at every target token of every rewriting prompt, the next pass
-weighs the NLL by this factor, and the optimisation stops once ``kl_factor · KL`` is at
-most ``argmax_kl_stop``; a pass in which it is not restores the weight 1.
+weighs the NLL by this factor, and the optimisation stops at such a pass if
+``kl_factor · KL`` is at most ``argmax_kl_stop``; a pass in which the target does not lead
+everywhere restores the weight 1.
 """
 
 from __future__ import annotations
