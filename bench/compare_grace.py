@@ -42,8 +42,6 @@ import contextlib
 import copy
 import importlib
 import json
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +54,12 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from lm_edit.data.requests import EditRequest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # lm_edit and tests.conftest of this checkout
-    sys.path.insert(0, str(ROOT))
-
-from easyedit_copy import Patch, find_checkout, patched_packages  # noqa: E402
+from easyedit_copy import (  # first: puts this checkout's lm_edit on sys.path
+    Patch,
+    comparison_parser,
+    find_checkout,
+    patched_packages,
+)
 
 GRACE_DIR = Path("easyeditor/models/grace")
 GRACE_FILES = ("GRACE.py", "grace_main.py", "grace_hparams.py", "utils.py")
@@ -824,18 +823,12 @@ def print_table(results: list[dict[str, Any]], x1: dict[str, Any] | None) -> Non
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--reference-dir",
-        default=os.environ.get("LM_EDIT_REFERENCE_DIR"),
-        help="EasyEdit checkout (the folder holding easyeditor/)",
-    )
+    parser = comparison_parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--only",
         choices=[s.code for s in SETTINGS] + ["X"],
         help="run one setting, or X for the extra checks only",
     )
-    parser.add_argument("--json", type=Path, help="also write every figure to this file")
     return parser.parse_args()
 
 

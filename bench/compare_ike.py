@@ -63,7 +63,6 @@ import contextlib
 import importlib
 import io
 import json
-import os
 import sys
 import tempfile
 import types
@@ -73,12 +72,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # lm_edit and tests.conftest of this checkout
-    sys.path.insert(0, str(ROOT))
-
-from easyedit_copy import Patch, find_checkout, patched_packages  # noqa: E402
+from easyedit_copy import (  # first: puts this checkout's lm_edit on sys.path
+    Patch,
+    comparison_parser,
+    find_checkout,
+    patched_packages,
+)
 
 from lm_edit.data.requests import EditRequest, Probe  # noqa: E402
 
@@ -678,13 +677,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--reference-dir",
-        default=os.environ.get("LM_EDIT_REFERENCE_DIR"),
-        help="EasyEdit checkout (the folder holding easyeditor/)",
-    )
-    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser = comparison_parser(__doc__.split("\n\n")[0])
     return parser.parse_args()
 
 

@@ -60,7 +60,6 @@ import copy
 import importlib
 import io
 import json
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,12 +68,12 @@ from types import ModuleType
 from typing import Any
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # lm_edit and tests.conftest of this checkout
-    sys.path.insert(0, str(ROOT))
-
-from easyedit_copy import Patch, find_checkout, patched_packages  # noqa: E402
+from easyedit_copy import (  # first: puts this checkout's lm_edit on sys.path
+    Patch,
+    comparison_parser,
+    find_checkout,
+    patched_packages,
+)
 
 KN_DIR = Path("easyeditor/models/kn")
 KN_FILES = (
@@ -589,14 +588,8 @@ def print_multi_token(x1: dict[str, dict[str, Any]]) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--reference-dir",
-        default=os.environ.get("LM_EDIT_REFERENCE_DIR"),
-        help="EasyEdit checkout (the folder holding easyeditor/)",
-    )
+    parser = comparison_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=[s.code for s in SETTINGS], help="run one setting")
-    parser.add_argument("--json", type=Path, help="also write every figure to this file")
     return parser.parse_args()
 
 

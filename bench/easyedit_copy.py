@@ -1,19 +1,40 @@
-"""What the scripts comparing lm-edit with one of EasyEdit's methods share: finding the
-method's files in an EasyEdit checkout, and importing patched copies of them from a
-temporary folder (each patch checked by count), forgotten again afterwards."""
+"""What the scripts comparing lm-edit with one of EasyEdit's methods share: their command
+line, finding the method's files in an EasyEdit checkout, and importing patched copies of
+them from a temporary folder (each patch checked by count), forgotten again afterwards.
+Importing this module puts the checkout it lives in first on ``sys.path``, so the scripts
+measure this checkout's ``lm_edit`` (and use its ``tests.conftest``)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 Patch = tuple[str, str, str, int]
 """(file, text, replacement, how often the text must occur)."""
+
+
+def comparison_parser(description: str) -> argparse.ArgumentParser:
+    """The options every comparison takes: ``--reference-dir`` (default
+    ``LM_EDIT_REFERENCE_DIR``) and ``--json``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--reference-dir",
+        default=os.environ.get("LM_EDIT_REFERENCE_DIR"),
+        help="EasyEdit checkout (the folder holding easyeditor/)",
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    return parser
 
 
 def find_checkout(
